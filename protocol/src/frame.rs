@@ -1,0 +1,325 @@
+//! Frame types and their encoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::ErrorCode;
+use crate::event::Events;
+use crate::topic::Topic;
+use crate::HEADER_LEN;
+
+/// Frame type bytes.
+pub mod kind {
+    /// HELLO: client to server, first frame after the preamble.
+    pub const HELLO: u8 = 0x01;
+    /// WELCOME: server to client, answer to HELLO.
+    pub const WELCOME: u8 = 0x02;
+    /// SUBSCRIBE: client to server.
+    pub const SUBSCRIBE: u8 = 0x03;
+    /// SUBSCRIBED: server to client, confirms a subscription and where it starts.
+    pub const SUBSCRIBED: u8 = 0x04;
+    /// UNSUBSCRIBE: client to server.
+    pub const UNSUBSCRIBE: u8 = 0x05;
+    /// PUBLISH: client to server.
+    pub const PUBLISH: u8 = 0x06;
+    /// PUBLISH_ACK: server to client.
+    pub const PUBLISH_ACK: u8 = 0x07;
+    /// EVENTS: server to client, a batch of consecutive comments of one topic.
+    pub const EVENTS: u8 = 0x08;
+    /// PING: either direction.
+    pub const PING: u8 = 0x09;
+    /// PONG: either direction, answer to PING.
+    pub const PONG: u8 = 0x0a;
+    /// ERROR: either direction.
+    pub const ERROR: u8 = 0x0b;
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Opens a session.
+    Hello(Hello),
+    /// Accepts a session.
+    Welcome(Welcome),
+    /// Starts a subscription.
+    Subscribe(Subscribe),
+    /// Confirms a subscription.
+    Subscribed(Subscribed),
+    /// Ends a subscription.
+    Unsubscribe(Topic),
+    /// Publishes one comment.
+    Publish(Publish),
+    /// Acknowledges or rejects one publish.
+    PublishAck(PublishAck),
+    /// Delivers a batch of comments.
+    Events(Events),
+    /// Asks the peer to answer with PONG.
+    Ping(u64),
+    /// Answers PING with its nonce.
+    Pong(u64),
+    /// Reports an error.
+    Error(ErrorFrame),
+}
+
+/// Body of HELLO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version the client speaks.
+    pub version: u16,
+    /// Largest frame body, in bytes, the client accepts.
+    pub max_frame: u32,
+    /// Free-form client name and version, for logs; at most 255 bytes.
+    pub client_name: String,
+    /// Authentication token; empty when the client has none.
+    pub token: String,
+}
+
+/// Body of WELCOME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// Protocol version the server speaks on this connection.
+    pub version: u16,
+    /// Largest frame body, in bytes, the server accepts.
+    pub max_frame: u32,
+    /// Free-form server name and version; at most 255 bytes.
+    pub server_name: String,
+    /// Largest publish payload, in bytes, the server accepts.
+    pub max_payload: u32,
+    /// Milliseconds of silence after which the server closes the connection; 0 for never.
+    pub idle_timeout_ms: u32,
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only comments published after the subscription.
+    Latest,
+    /// From this offset on; the offset of the next comment when it equals the topic's end.
+    Offset(u64),
+    /// The last N comments, then everything after them.
+    Last(u64),
+    /// The oldest comment still kept.
+    Earliest,
+}
+
+impl StartAt {
+    pub(crate) fn encode(self) -> (u8, u64) {
+        match self {
+            StartAt::Latest => (0, 0),
+            StartAt::Offset(offset) => (1, offset),
+            StartAt::Last(count) => (2, count),
+            StartAt::Earliest => (3, 0),
+        }
+    }
+
+    pub(crate) fn decode(mode: u8, value: u64) -> Option<StartAt> {
+        match (mode, value) {
+            (0, 0) => Some(StartAt::Latest),
+            (1, offset) => Some(StartAt::Offset(offset)),
+            (2, count) => Some(StartAt::Last(count)),
+            (3, 0) => Some(StartAt::Earliest),
+            _ => None,
+        }
+    }
+}
+
+/// Body of SUBSCRIBE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Topic to subscribe to.
+    pub topic: Topic,
+    /// Where delivery starts.
+    pub start: StartAt,
+    /// Stream id the client last saw on this topic, or 0 when it has none. A resume with a
+    /// stream id that no longer matches the topic's is answered from the new stream's start.
+    pub stream: u64,
+}
+
+/// Body of SUBSCRIBED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribed {
+    /// Topic of the subscription.
+    pub topic: Topic,
+    /// The topic's current stream id.
+    pub stream: u64,
+    /// Offset of the first comment this subscription delivers.
+    pub start: u64,
+    /// Oldest offset the topic still keeps.
+    pub earliest: u64,
+    /// Offset the next published comment will get.
+    pub end: u64,
+}
+
+/// Body of PUBLISH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Client-chosen sequence number echoed in the PUBLISH_ACK.
+    pub seq: u64,
+    /// Topic to publish to; created by its first publish.
+    pub topic: Topic,
+    /// Comment payload, opaque to the broker.
+    pub payload: Bytes,
+}
+
+/// Body of PUBLISH_ACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// Sequence number of the PUBLISH this acknowledges.
+    pub seq: u64,
+    /// [`ErrorCode::Ok`] when the comment was stored, otherwise the reason it was rejected.
+    pub code: ErrorCode,
+    /// Offset assigned to the comment; 0 when rejected.
+    pub offset: u64,
+    /// Stream id of the topic; 0 when rejected.
+    pub stream: u64,
+}
+
+/// Body of ERROR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Whether the sender closes the connection after this frame.
+    pub close: bool,
+    /// Topic the error concerns; empty when it concerns the connection.
+    pub topic: String,
+    /// Human-readable explanation; at most 65,535 bytes.
+    pub message: String,
+}
+
+impl Frame {
+    /// Returns the frame's type byte.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello(_) => kind::HELLO,
+            Frame::Welcome(_) => kind::WELCOME,
+            Frame::Subscribe(_) => kind::SUBSCRIBE,
+            Frame::Subscribed(_) => kind::SUBSCRIBED,
+            Frame::Unsubscribe(_) => kind::UNSUBSCRIBE,
+            Frame::Publish(_) => kind::PUBLISH,
+            Frame::PublishAck(_) => kind::PUBLISH_ACK,
+            Frame::Events(_) => kind::EVENTS,
+            Frame::Ping(_) => kind::PING,
+            Frame::Pong(_) => kind::PONG,
+            Frame::Error(_) => kind::ERROR,
+        }
+    }
+
+    /// Appends the encoded frame, header included, to `dst`.
+    ///
+    /// Strings longer than their length field allows are cut at the last character boundary
+    /// that fits, so encoding never fails.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        let start = begin_frame(dst, self.kind());
+        match self {
+            Frame::Hello(h) => {
+                dst.put_u16(h.version);
+                dst.put_u32(h.max_frame);
+                put_str8(dst, &h.client_name);
+                put_str16(dst, &h.token);
+            }
+            Frame::Welcome(w) => {
+                dst.put_u16(w.version);
+                dst.put_u32(w.max_frame);
+                put_str8(dst, &w.server_name);
+                dst.put_u32(w.max_payload);
+                dst.put_u32(w.idle_timeout_ms);
+            }
+            Frame::Subscribe(s) => {
+                put_str8(dst, s.topic.as_str());
+                let (mode, value) = s.start.encode();
+                dst.put_u8(mode);
+                dst.put_u64(value);
+                dst.put_u64(s.stream);
+            }
+            Frame::Subscribed(s) => {
+                put_str8(dst, s.topic.as_str());
+                dst.put_u64(s.stream);
+                dst.put_u64(s.start);
+                dst.put_u64(s.earliest);
+                dst.put_u64(s.end);
+            }
+            Frame::Unsubscribe(topic) => put_str8(dst, topic.as_str()),
+            Frame::Publish(p) => {
+                dst.put_u64(p.seq);
+                put_str8(dst, p.topic.as_str());
+                dst.put_u32(p.payload.len() as u32);
+                dst.put_slice(&p.payload);
+            }
+            Frame::PublishAck(a) => {
+                dst.put_u64(a.seq);
+                dst.put_u16(a.code.as_u16());
+                dst.put_u64(a.offset);
+                dst.put_u64(a.stream);
+            }
+            Frame::Events(e) => {
+                e.encode_body(dst);
+            }
+            Frame::Ping(nonce) | Frame::Pong(nonce) => dst.put_u64(*nonce),
+            Frame::Error(e) => {
+                dst.put_u16(e.code.as_u16());
+                dst.put_u8(u8::from(e.close));
+                put_str8(dst, &e.topic);
+                put_str16(dst, &e.message);
+            }
+        }
+        finish_frame(dst, start);
+    }
+
+    /// Encodes the frame into a new buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut dst = BytesMut::new();
+        self.encode(&mut dst);
+        dst.freeze()
+    }
+}
+
+/// Writes a header with zero length and CRC, and returns where the frame starts in `dst`.
+pub(crate) fn begin_frame(dst: &mut BytesMut, kind: u8) -> usize {
+    let start = dst.len();
+    dst.put_u32(0);
+    dst.put_u8(kind);
+    dst.put_u8(0);
+    dst.put_u16(0);
+    dst.put_u32(0);
+    start
+}
+
+/// Fills in the length and CRC of the frame that starts at `start` and runs to the end of `dst`.
+pub(crate) fn finish_frame(dst: &mut BytesMut, start: usize) {
+    let body_len = dst.len() - start - HEADER_LEN;
+    dst[start..start + 4].copy_from_slice(&(body_len as u32).to_be_bytes());
+    let crc = frame_crc(&dst[start..start + 8], &dst[start + HEADER_LEN..]);
+    dst[start + 8..start + 12].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Computes a frame's CRC-32 over the first 8 header bytes followed by the body.
+pub(crate) fn frame_crc(header_head: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header_head);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+fn truncate_to_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+pub(crate) fn put_str8(dst: &mut BytesMut, s: &str) {
+    let s = truncate_to_boundary(s, u8::MAX as usize);
+    dst.put_u8(s.len() as u8);
+    dst.put_slice(s.as_bytes());
+}
+
+pub(crate) fn put_str16(dst: &mut BytesMut, s: &str) {
+    let s = truncate_to_boundary(s, u16::MAX as usize);
+    dst.put_u16(s.len() as u16);
+    dst.put_slice(s.as_bytes());
+}
