@@ -1,1 +1,117 @@
-fn main() {}
+//! chorusd: the chorus live-comment broker.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chorus_broker::{Config, Server};
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// The chorus live-comment broker.
+///
+/// Runs on built-in defaults when started with no options: data in ./chorus-data, clients on
+/// 127.0.0.1:7400. Flags override the configuration file, which overrides the defaults.
+#[derive(Debug, Parser)]
+#[command(name = "chorusd", version, about, long_about)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', value_name = "FILE", env = "CHORUSD_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Directory for the topic logs [default: ./chorus-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Address for client connections; repeat for several [default: 127.0.0.1:7400].
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+
+    /// Number of event-loop threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Log filter, in the syntax of RUST_LOG (for example "info" or "chorus_broker=debug").
+    #[arg(long, value_name = "FILTER", env = "CHORUSD_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_fd_limit();
+
+    info!(version = env!("CARGO_PKG_VERSION"), "chorusd starting");
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            error!("failed to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    wait_for_signal();
+    info!("chorusd stopping");
+    server.shutdown();
+    info!("chorusd stopped");
+    ExitCode::SUCCESS
+}
+
+fn load_config(args: &Args) -> Result<Config, chorus_broker::config::ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Raises the open-file limit to the hard limit, since every connection takes a descriptor.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < 65_536 => warn!(
+            limit,
+            "open-file limit is low; raise the hard limit (LimitNOFILE in systemd) for many connections"
+        ),
+        Ok(limit) => info!(limit, "open-file limit"),
+        Err(e) => warn!(error = %e, "failed to raise the open-file limit"),
+    }
+}
+
+fn wait_for_signal() {
+    match Signals::new([SIGINT, SIGTERM]) {
+        Ok(mut signals) => {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "signal received");
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "failed to install signal handlers; stopping");
+        }
+    }
+}

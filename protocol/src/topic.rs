@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn rejects_long_names() {
-        let long = ["a".repeat(60); 5].join("/");
+        let long = vec!["a".repeat(60); 5].join("/");
         assert_eq!(Topic::new(long.clone()).unwrap_err(), TopicError::TooLong(long.len()));
         let long_segment = "b".repeat(65);
         assert_eq!(Topic::new(long_segment).unwrap_err(), TopicError::SegmentTooLong(65));

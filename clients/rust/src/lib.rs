@@ -1,1 +1,45 @@
-//! chorus client
+//! Blocking Rust client for the chorus live-comment broker.
+//!
+//! [`Connection`] is one TCP connection after the handshake: publish, subscribe and receive
+//! frames, one call at a time, or [`Connection::split`] it for a sending and a receiving
+//! thread. [`Subscriber`] follows one topic across lost connections and returns each comment
+//! once, in offset order.
+//!
+//! All encoding and decoding is done by [`chorus_protocol`]; this crate adds sockets, buffering,
+//! timeouts and reconnection.
+//!
+//! ```no_run
+//! use chorus_client::{Connection, Options, StartAt, Subscriber, Topic};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let topic = Topic::new("event/final")?;
+//! let mut conn = Connection::connect("127.0.0.1:7400", &Options::default())?;
+//! let ack = conn.publish(&topic, b"what a goal")?;
+//! println!("stored at offset {}", ack.offset);
+//!
+//! let mut subscriber =
+//!     Subscriber::connect("127.0.0.1:7400", topic, StartAt::Last(10), Options::default())?;
+//! let event = subscriber.next_event()?;
+//! println!("{}: {}", event.offset, String::from_utf8_lossy(&event.payload));
+//! # Ok(())
+//! # }
+//! ```
+
+mod connection;
+mod error;
+mod options;
+mod split;
+mod subscriber;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use chorus_protocol::{
+    ErrorCode, Event, Events, Frame, PublishAck, StartAt, Subscribed, Topic, Welcome,
+};
+pub use connection::{Ack, Connection};
+pub use error::ClientError;
+pub use options::{Backoff, Options};
+pub use split::{ConnectionReader, ConnectionWriter};
+pub use subscriber::Subscriber;

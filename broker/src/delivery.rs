@@ -1,0 +1,263 @@
+//! Commits, acknowledgements, live fan-out and catch-up from the log.
+
+use std::sync::Arc;
+
+use chorus_protocol::event::EventsFrameBuilder;
+use chorus_protocol::{ErrorCode, Frame, PublishAck};
+use mio::Token;
+use tracing::error;
+
+use crate::conn::{Conn, Delivery};
+use crate::server::WorkerMsg;
+use crate::topics::{Batch, TopicInner, TopicState};
+use crate::worker::{PendingAck, Worker, FIRST_CONN};
+
+/// Outcome of committing one topic, for its acknowledgements.
+struct Committed {
+    result: Result<u64, ()>,
+    stream: u64,
+}
+
+impl Worker {
+    /// Commits every topic appended to in this iteration, hands its batches to the workers with
+    /// subscribers, and answers the publishes that waited for the commit.
+    pub(crate) fn commit_dirty_topics(&mut self) {
+        let dirty: Vec<_> = self.dirty.drain().map(|(_, value)| value).collect();
+        for (topic, acks) in dirty {
+            let committed = self.commit_topic(&topic);
+            for ack in acks {
+                self.answer_publish(ack, &committed);
+            }
+        }
+    }
+
+    fn commit_topic(&mut self, topic: &Arc<TopicState>) -> Committed {
+        let mut wake = Vec::new();
+        let committed = {
+            let mut inner = topic.inner.lock();
+            let result = match inner.commit() {
+                Ok(end) => Ok(end),
+                Err(e) => {
+                    error!(topic = %topic.name, error = %e, "commit failed; the topic rejects publishes until restart");
+                    inner.failed = Some(e.to_string());
+                    Err(())
+                }
+            };
+            // Batches go out while the lock is held so that every worker receives a topic's
+            // batches in offset order.
+            self.distribute(topic, &mut inner, &mut wake);
+            Committed {
+                result,
+                stream: inner.position().stream,
+            }
+        };
+        for worker in wake {
+            self.shared.workers[worker].wake();
+        }
+        committed
+    }
+
+    fn distribute(&mut self, topic: &Arc<TopicState>, inner: &mut TopicInner, wake: &mut Vec<usize>) {
+        let ready = std::mem::take(&mut inner.ready);
+        if ready.is_empty() {
+            return;
+        }
+        for (worker, &count) in inner.interest.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            for batch in &ready {
+                if worker == self.index {
+                    self.inbox.push_back((topic.clone(), batch.clone()));
+                } else {
+                    let message = WorkerMsg::Batch {
+                        topic: topic.clone(),
+                        batch: batch.clone(),
+                    };
+                    self.shared.workers[worker].send(message);
+                }
+            }
+            if worker != self.index {
+                wake.push(worker);
+            }
+        }
+    }
+
+    fn answer_publish(&mut self, ack: PendingAck, committed: &Committed) {
+        let Some(conn) = self.conn_mut(ack.token) else {
+            return;
+        };
+        if conn.id != ack.conn_id {
+            return;
+        }
+        let frame = match committed.result {
+            Ok(end) if ack.offset < end => Frame::PublishAck(PublishAck {
+                seq: ack.seq,
+                code: ErrorCode::Ok,
+                offset: ack.offset,
+                stream: committed.stream,
+            }),
+            _ => Frame::PublishAck(PublishAck {
+                seq: ack.seq,
+                code: ErrorCode::StorageFailed,
+                offset: 0,
+                stream: 0,
+            }),
+        };
+        self.send(ack.token, &frame);
+    }
+
+    /// Queues each received batch for the local subscribers that are live and due for it.
+    pub(crate) fn deliver_inbox(&mut self) {
+        let limit = self.shared.config.limits.outbound_queue_bytes;
+        while let Some((topic, batch)) = self.inbox.pop_front() {
+            let Some(tokens) = self.local_subs.get(&topic.id) else {
+                continue;
+            };
+            for &token in tokens {
+                let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
+                    continue;
+                };
+                match offer_batch(conn, topic.id, &batch, limit) {
+                    Offer::Queued => {
+                        self.to_flush.insert(token);
+                    }
+                    Offer::Behind => {
+                        self.catching_up.insert(token);
+                    }
+                    Offer::Skipped => {}
+                }
+            }
+        }
+    }
+
+    /// Returns whether a catching-up subscriber has room in its queue for more from the log.
+    pub(crate) fn catch_up_can_progress(&self) -> bool {
+        let low_water = self.shared.config.limits.outbound_queue_bytes / 2;
+        self.catching_up.iter().any(|token| {
+            self.conns
+                .get(token.0 - FIRST_CONN)
+                .is_some_and(|c| c.phase != crate::conn::Phase::Closing && c.out.bytes() < low_water)
+        })
+    }
+
+    /// Feeds catching-up subscribers from the log while their queues are below half the limit,
+    /// and switches each back to live batches once it reaches the end of the log.
+    pub(crate) fn serve_catch_up(&mut self) {
+        let limits = &self.shared.config.limits;
+        let low_water = limits.outbound_queue_bytes / 2;
+        let max_batch = limits.max_batch_bytes;
+
+        let tokens: Vec<Token> = self.catching_up.iter().copied().collect();
+        for token in tokens {
+            let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
+                self.catching_up.remove(&token);
+                continue;
+            };
+            if conn.phase == crate::conn::Phase::Closing {
+                continue;
+            }
+            let failed = feed_from_log(conn, low_water, max_batch);
+            if conn.out.bytes() > 0 {
+                self.to_flush.insert(token);
+            }
+            if !conn.is_catching_up() {
+                self.catching_up.remove(&token);
+            }
+            for (topic, message) in failed {
+                self.send_topic_error(token, ErrorCode::StorageFailed, &topic.name, message);
+                self.remove_failed_subscription(token, &topic);
+            }
+        }
+    }
+
+    fn remove_failed_subscription(&mut self, token: Token, topic: &Arc<TopicState>) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.subs.remove(&topic.id).is_some() {
+            topic.inner.lock().interest[self.index] -= 1;
+            if let Some(set) = self.local_subs.get_mut(&topic.id) {
+                set.remove(&token);
+            }
+        }
+    }
+}
+
+enum Offer {
+    Queued,
+    /// The subscriber switched to catch-up: its queue is full or the batch left a gap.
+    Behind,
+    Skipped,
+}
+
+fn offer_batch(conn: &mut Conn, topic_id: u64, batch: &Batch, limit: usize) -> Offer {
+    if conn.phase == crate::conn::Phase::Closing {
+        return Offer::Skipped;
+    }
+    let queued = conn.out.bytes();
+    let Some(sub) = conn.subs.get_mut(&topic_id) else {
+        return Offer::Skipped;
+    };
+    if sub.delivery == Delivery::CatchUp || batch.end <= sub.next {
+        return Offer::Skipped;
+    }
+    if batch.first != sub.next || queued + batch.frame.len() > limit {
+        sub.delivery = Delivery::CatchUp;
+        return Offer::Behind;
+    }
+    conn.out.push(batch.frame.clone());
+    sub.next = batch.end;
+    Offer::Queued
+}
+
+/// Reads from the log for each catching-up subscription of `conn` until its queue reaches
+/// `low_water`. Returns the subscriptions whose log read failed, with the reason.
+fn feed_from_log(
+    conn: &mut Conn,
+    low_water: usize,
+    max_batch: usize,
+) -> Vec<(Arc<TopicState>, String)> {
+    let mut failed = Vec::new();
+    for sub in conn.subs.values_mut() {
+        while sub.delivery == Delivery::CatchUp && conn.out.bytes() < low_water {
+            let inner = sub.topic.inner.lock();
+            let position = inner.position();
+            // Checked under the topic lock: every batch committed from here on starts at
+            // `position.end`, so a subscriber at the end can join the live batches.
+            if sub.next >= position.end {
+                sub.delivery = Delivery::Live;
+                break;
+            }
+            sub.next = sub.next.max(position.earliest);
+            let Some(log) = inner.log.as_ref() else {
+                sub.delivery = Delivery::Live;
+                break;
+            };
+            let mut builder = EventsFrameBuilder::new(&sub.topic.name, position.stream, max_batch);
+            let mut bad_entry = None;
+            let read = log.read(sub.next, usize::MAX, max_batch, |_, entry| {
+                if let Err(e) = builder.push_encoded(entry) {
+                    bad_entry.get_or_insert(e);
+                }
+            });
+            drop(inner);
+            match (read, bad_entry) {
+                (Ok(summary), None) if summary.count > 0 => {
+                    conn.out.push(builder.finish());
+                    sub.next = summary.next_offset;
+                }
+                (Ok(_), None) => break,
+                (Ok(_), Some(e)) => {
+                    failed.push((sub.topic.clone(), format!("invalid entry in the log: {e}")));
+                    break;
+                }
+                (Err(e), _) => {
+                    failed.push((sub.topic.clone(), format!("failed to read the log: {e}")));
+                    break;
+                }
+            }
+        }
+    }
+    failed
+}

@@ -1,0 +1,384 @@
+//! What a worker does with each frame a client sends.
+
+use std::collections::hash_map::Entry;
+
+use chorus_protocol::{
+    decode_preamble, DecodeError, Decoder, ErrorCode, ErrorFrame, Frame, Hello, Publish,
+    PublishAck, StartAt, Subscribe, Subscribed, Topic, Welcome, VERSION,
+};
+use mio::Token;
+use tracing::{debug, error};
+
+use crate::conn::{Delivery, Phase, Subscription};
+use crate::topics::Position;
+use crate::worker::{PendingAck, Worker};
+
+/// Bytes an EVENTS frame takes beyond its entries at most: header, longest topic, stream id and
+/// count.
+const EVENTS_HEAD_ROOM: usize = chorus_protocol::HEADER_LEN + 1 + 255 + 8 + 4;
+
+impl Worker {
+    /// Decodes and handles every whole frame in the connection's read buffer.
+    pub(crate) fn handle_frames(&mut self, token: Token) {
+        let max_frame = self.shared.config.limits.max_frame;
+        loop {
+            let Some(conn) = self.conn_mut(token) else {
+                return;
+            };
+            let decoded = match conn.phase {
+                Phase::Closing => return,
+                Phase::Preamble => match decode_preamble(&mut conn.read_buf) {
+                    Ok(Some(_)) => {
+                        conn.phase = Phase::Hello;
+                        conn.out.push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
+                        self.to_flush.insert(token);
+                        continue;
+                    }
+                    Ok(None) => return,
+                    Err(e) => Err(e),
+                },
+                Phase::Hello | Phase::Ready => Decoder::new(max_frame).decode(&mut conn.read_buf),
+            };
+            match decoded {
+                Ok(Some(frame)) => self.on_frame(token, frame),
+                Ok(None) => return,
+                Err(e) => {
+                    self.on_decode_error(token, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_decode_error(&mut self, token: Token, error: DecodeError) {
+        self.fail_conn(token, error.code(), error.to_string());
+    }
+
+    fn on_frame(&mut self, token: Token, frame: Frame) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let phase = conn.phase;
+        match (phase, frame) {
+            (Phase::Hello, Frame::Hello(hello)) => self.on_hello(token, hello),
+            (Phase::Hello, other) => self.fail_conn(
+                token,
+                ErrorCode::UnexpectedFrame,
+                format!("expected HELLO, got frame type 0x{:02x}", other.kind()),
+            ),
+            (Phase::Ready, Frame::Publish(publish)) => self.on_publish(token, publish),
+            (Phase::Ready, Frame::Subscribe(subscribe)) => self.on_subscribe(token, subscribe),
+            (Phase::Ready, Frame::Unsubscribe(topic)) => self.on_unsubscribe(token, &topic),
+            (Phase::Ready, Frame::Ping(nonce)) => self.send(token, &Frame::Pong(nonce)),
+            (Phase::Ready, Frame::Pong(_)) => {}
+            (Phase::Ready, Frame::Error(e)) => {
+                debug!(conn = conn.id, peer = %conn.peer, code = e.code.name(), message = %e.message, "client sent ERROR");
+                self.close_conn(token);
+            }
+            (_, other) => self.fail_conn(
+                token,
+                ErrorCode::UnexpectedFrame,
+                format!("frame type 0x{:02x} is not allowed from a client", other.kind()),
+            ),
+        }
+    }
+
+    fn on_hello(&mut self, token: Token, hello: Hello) {
+        if hello.version != VERSION {
+            let message = format!(
+                "HELLO asks for protocol version {}, this broker speaks {VERSION}",
+                hello.version
+            );
+            self.fail_conn(token, ErrorCode::UnsupportedVersion, message);
+            return;
+        }
+        let limits = &self.shared.config.limits;
+        // EVENTS frames are shared by all subscribers and cannot be cut to suit one client.
+        let needed = limits.max_batch_bytes + EVENTS_HEAD_ROOM;
+        if (hello.max_frame as usize) < needed {
+            let message = format!(
+                "HELLO max_frame is {} bytes, this broker sends frames of up to {needed} bytes",
+                hello.max_frame
+            );
+            self.fail_conn(token, ErrorCode::FrameTooLarge, message);
+            return;
+        }
+        let welcome = Frame::Welcome(Welcome {
+            version: VERSION,
+            max_frame: limits.max_frame,
+            server_name: format!("chorusd {}", env!("CARGO_PKG_VERSION")),
+            max_payload: limits.max_payload,
+            idle_timeout_ms: u32::try_from(limits.idle_timeout_ms).unwrap_or(u32::MAX),
+        });
+        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        conn.phase = Phase::Ready;
+        debug!(conn = conn.id, peer = %conn.peer, client = %hello.client_name, "session opened");
+        self.send(token, &welcome);
+    }
+
+    /// Queues a frame for the connection; it is written at the end of the iteration.
+    pub(crate) fn send(&mut self, token: Token, frame: &Frame) {
+        if let Some(conn) = self.conn_mut(token) {
+            conn.out.push(frame.to_bytes());
+            self.to_flush.insert(token);
+        }
+    }
+
+    fn reject_publish(&mut self, token: Token, seq: u64, code: ErrorCode) {
+        let ack = Frame::PublishAck(PublishAck {
+            seq,
+            code,
+            offset: 0,
+            stream: 0,
+        });
+        self.send(token, &ack);
+    }
+
+    fn on_publish(&mut self, token: Token, publish: Publish) {
+        let limits = &self.shared.config.limits;
+        if publish.payload.len() > limits.max_payload as usize {
+            self.reject_publish(token, publish.seq, ErrorCode::PayloadTooLarge);
+            return;
+        }
+        let max_batch = limits.max_batch_bytes;
+
+        let topic = match self.shared.registry.get(&publish.topic) {
+            Ok(topic) => topic,
+            Err(e) => {
+                error!(topic = %publish.topic, error = %e, "failed to open topic log");
+                self.reject_publish(token, publish.seq, ErrorCode::StorageFailed);
+                return;
+            }
+        };
+        let appended = {
+            let mut inner = topic.inner.lock();
+            if inner.failed.is_some() {
+                Err(None)
+            } else if let Err(e) = self.shared.registry.ensure_log(&topic, &mut inner) {
+                Err(Some(e.to_string()))
+            } else {
+                inner
+                    .append(&topic.name, "", &publish.payload, max_batch, &mut self.scratch)
+                    .map_err(|e| Some(e.to_string()))
+            }
+        };
+        let offset = match appended {
+            Ok(offset) => offset,
+            Err(reason) => {
+                if let Some(reason) = reason {
+                    error!(topic = %publish.topic, error = %reason, "failed to append comment");
+                }
+                self.reject_publish(token, publish.seq, ErrorCode::StorageFailed);
+                return;
+            }
+        };
+
+        let conn_id = self.conn_mut(token).map_or(0, |c| c.id);
+        let ack = PendingAck {
+            token,
+            conn_id,
+            seq: publish.seq,
+            offset,
+        };
+        match self.dirty.entry(topic.id) {
+            Entry::Occupied(mut e) => e.get_mut().1.push(ack),
+            Entry::Vacant(e) => {
+                e.insert((topic, vec![ack]));
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, token: Token, subscribe: Subscribe) {
+        let max_subscriptions = self.shared.config.limits.max_subscriptions;
+        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        let count = conn.subs.len();
+        let replaces = conn.subs.values().any(|s| s.topic.name == subscribe.topic);
+        if count >= max_subscriptions && !replaces {
+            let message = format!("connection already has {count} subscriptions, the maximum");
+            self.send_topic_error(token, ErrorCode::TooManySubscriptions, &subscribe.topic, message);
+            return;
+        }
+
+        let topic = match self.shared.registry.get(&subscribe.topic) {
+            Ok(topic) => topic,
+            Err(e) => {
+                error!(topic = %subscribe.topic, error = %e, "failed to open topic log");
+                let message = format!("failed to open the topic log: {e}");
+                self.send_topic_error(token, ErrorCode::StorageFailed, &subscribe.topic, message);
+                return;
+            }
+        };
+        // A repeated SUBSCRIBE replaces the earlier subscription to the same topic.
+        self.remove_subscription(token, topic.id);
+
+        let (position, start) = {
+            let mut inner = topic.inner.lock();
+            let position = inner.position();
+            let start = match start_offset(&subscribe, position) {
+                Ok(start) => start,
+                Err(message) => {
+                    drop(inner);
+                    self.send_topic_error(token, ErrorCode::OffsetOutOfRange, &subscribe.topic, message);
+                    return;
+                }
+            };
+            inner.interest[self.index] += 1;
+            (position, start)
+        };
+
+        let delivery = if start == position.end {
+            Delivery::Live
+        } else {
+            self.catching_up.insert(token);
+            Delivery::CatchUp
+        };
+        let topic_id = topic.id;
+        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        conn.subs.insert(
+            topic_id,
+            Subscription {
+                topic,
+                next: start,
+                delivery,
+            },
+        );
+        self.local_subs.entry(topic_id).or_default().insert(token);
+
+        let subscribed = Frame::Subscribed(Subscribed {
+            topic: subscribe.topic,
+            stream: position.stream,
+            start,
+            earliest: position.earliest,
+            end: position.end,
+        });
+        self.send(token, &subscribed);
+    }
+
+    fn on_unsubscribe(&mut self, token: Token, topic: &Topic) {
+        let Ok(state) = self.shared.registry.get(topic) else {
+            return;
+        };
+        self.remove_subscription(token, state.id);
+    }
+
+    fn remove_subscription(&mut self, token: Token, topic_id: u64) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        let Some(sub) = conn.subs.remove(&topic_id) else {
+            return;
+        };
+        let still_catching_up = conn.is_catching_up();
+        sub.topic.inner.lock().interest[self.index] -= 1;
+        if !still_catching_up {
+            self.catching_up.remove(&token);
+        }
+        if let Some(set) = self.local_subs.get_mut(&topic_id) {
+            set.remove(&token);
+            if set.is_empty() {
+                self.local_subs.remove(&topic_id);
+            }
+        }
+    }
+
+    pub(crate) fn send_topic_error(
+        &mut self,
+        token: Token,
+        code: ErrorCode,
+        topic: &Topic,
+        message: String,
+    ) {
+        let frame = Frame::Error(ErrorFrame {
+            code,
+            close: false,
+            topic: topic.to_string(),
+            message,
+        });
+        self.send(token, &frame);
+    }
+}
+
+/// Works out the first offset a new subscription receives.
+///
+/// A nonzero stream id that differs from the topic's means the topic was recreated since the
+/// client last saw it, so the client gets the new stream from its start.
+fn start_offset(subscribe: &Subscribe, position: Position) -> Result<u64, String> {
+    let Position {
+        stream,
+        earliest,
+        end,
+    } = position;
+    if subscribe.stream != 0 && subscribe.stream != stream {
+        return Ok(earliest);
+    }
+    let start = match subscribe.start {
+        StartAt::Latest => end,
+        StartAt::Earliest => earliest,
+        StartAt::Last(count) => end.saturating_sub(count).max(earliest),
+        StartAt::Offset(offset) if offset > end => {
+            return Err(format!(
+                "offset {offset} is past the end of topic {} (next offset is {end})",
+                subscribe.topic
+            ));
+        }
+        StartAt::Offset(offset) => offset.max(earliest),
+    };
+    Ok(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscribe(start: StartAt, stream: u64) -> Subscribe {
+        Subscribe {
+            topic: Topic::new("t").unwrap(),
+            start,
+            stream,
+        }
+    }
+
+    const POSITION: Position = Position {
+        stream: 7,
+        earliest: 10,
+        end: 50,
+    };
+
+    #[test]
+    fn start_modes_map_to_offsets() {
+        let cases = [
+            (StartAt::Latest, 50),
+            (StartAt::Earliest, 10),
+            (StartAt::Last(5), 45),
+            (StartAt::Last(500), 10),
+            (StartAt::Offset(20), 20),
+            (StartAt::Offset(3), 10),
+            (StartAt::Offset(50), 50),
+        ];
+        for (start, expected) in cases {
+            assert_eq!(start_offset(&subscribe(start, 0), POSITION), Ok(expected), "{start:?}");
+        }
+    }
+
+    #[test]
+    fn offset_past_end_is_rejected() {
+        assert!(start_offset(&subscribe(StartAt::Offset(51), 7), POSITION).is_err());
+    }
+
+    #[test]
+    fn resume_of_missing_topic_starts_at_zero() {
+        let empty = Position {
+            stream: 0,
+            earliest: 0,
+            end: 0,
+        };
+        let start = start_offset(&subscribe(StartAt::Offset(40), 99), empty);
+        assert_eq!(start, Ok(0));
+    }
+
+    #[test]
+    fn stale_stream_restarts_at_earliest() {
+        let start = start_offset(&subscribe(StartAt::Offset(40), 99), POSITION);
+        assert_eq!(start, Ok(10));
+    }
+}

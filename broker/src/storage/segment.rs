@@ -1,0 +1,469 @@
+//! Segment files: header, record layout, sparse index and record iteration.
+
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::BufMut;
+use chorus_protocol::event::ENTRY_FIXED_LEN;
+
+use super::error::StorageError;
+use super::mmap::SegmentView;
+
+/// Magic bytes at the start of every segment file.
+pub(super) const SEGMENT_MAGIC: &[u8; 6] = b"CHRSEG";
+
+/// Version of the segment file format written by this code.
+pub(super) const SEGMENT_VERSION: u16 = 1;
+
+/// Bytes of the segment header: magic, version and base offset.
+pub(super) const SEGMENT_HEADER_LEN: usize = 6 + 2 + 8;
+
+/// Bytes of a record header: entry length and CRC-32.
+pub(super) const RECORD_HEADER_LEN: usize = 4 + 4;
+
+/// Length of the smallest well-formed entry: no publisher id and an empty payload.
+pub(super) const MIN_ENTRY_LEN: usize = ENTRY_FIXED_LEN + 4;
+
+/// Returns the file name of the segment whose first offset is `base_offset`.
+pub(super) fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// Returns the base offset named by a segment file name, or `None` for any other name.
+pub(super) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Encodes the header of a segment that starts at `base_offset`.
+pub(super) fn encode_header(base_offset: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    header[..6].copy_from_slice(SEGMENT_MAGIC);
+    header[6..8].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+    header[8..].copy_from_slice(&base_offset.to_be_bytes());
+    header
+}
+
+/// Checks a segment header against the base offset from the file name, returning what is wrong.
+pub(super) fn check_header(
+    header: &[u8; SEGMENT_HEADER_LEN],
+    base_offset: u64,
+) -> Result<(), String> {
+    if &header[..6] != SEGMENT_MAGIC {
+        return Err(format!(
+            "not a chorus segment file: expected magic {:?}, found {:02x?}",
+            "CHRSEG",
+            &header[..6]
+        ));
+    }
+    let version = u16::from_be_bytes([header[6], header[7]]);
+    if version != SEGMENT_VERSION {
+        return Err(format!(
+            "segment format version {version} is not supported; this build reads version \
+             {SEGMENT_VERSION}"
+        ));
+    }
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&header[8..]);
+    let header_base = u64::from_be_bytes(base);
+    if header_base != base_offset {
+        return Err(format!(
+            "header names base offset {header_base}, but the file name names {base_offset}"
+        ));
+    }
+    Ok(())
+}
+
+/// Appends the record for `entry`: length, CRC-32, entry bytes.
+///
+/// The caller has checked that the entry is at most `u32::MAX` bytes long.
+pub(super) fn put_record(dst: &mut impl BufMut, entry: &[u8]) {
+    dst.put_u32(entry.len() as u32);
+    dst.put_u32(crc32fast::hash(entry));
+    dst.put_slice(entry);
+}
+
+/// Reads the entry length from a record header.
+pub(super) fn record_entry_len(header: &[u8]) -> usize {
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&header[..4]);
+    u32::from_be_bytes(len) as usize
+}
+
+/// Reads the CRC-32 from a record header.
+pub(super) fn record_crc(header: &[u8]) -> u32 {
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&header[4..8]);
+    u32::from_be_bytes(crc)
+}
+
+/// Reads the offset at the front of an entry that is at least 8 bytes long.
+pub(super) fn entry_offset(entry: &[u8]) -> u64 {
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&entry[..8]);
+    u64::from_be_bytes(offset)
+}
+
+/// In-memory sparse index of one segment: the file position of one record every
+/// `interval` bytes, so a read from the middle of a segment scans at most about that much.
+///
+/// Entries hold the offset relative to the segment base and the position as `u32` each. A record
+/// whose values do not fit is not indexed, which only makes reads near it scan further.
+#[derive(Debug)]
+pub(super) struct SparseIndex {
+    base_offset: u64,
+    interval: u64,
+    entries: Vec<(u32, u32)>,
+    last_position: Option<u64>,
+}
+
+impl SparseIndex {
+    /// Creates an empty index for a segment starting at `base_offset`.
+    pub(super) fn new(base_offset: u64, interval: u32) -> SparseIndex {
+        SparseIndex {
+            base_offset,
+            interval: u64::from(interval),
+            entries: Vec::new(),
+            last_position: None,
+        }
+    }
+
+    /// Records that the record for `offset` starts at `position`. Records are observed in order.
+    pub(super) fn observe(&mut self, offset: u64, position: u64) {
+        let due = match self.last_position {
+            None => true,
+            Some(last) => position >= last.saturating_add(self.interval),
+        };
+        if !due {
+            return;
+        }
+        let relative = u32::try_from(offset - self.base_offset);
+        let position32 = u32::try_from(position);
+        if let (Ok(relative), Ok(position32)) = (relative, position32) {
+            self.entries.push((relative, position32));
+            self.last_position = Some(position);
+        }
+    }
+
+    /// Returns the position of the last indexed record at or before `offset`, or of the first
+    /// record when none is indexed.
+    pub(super) fn lookup(&self, offset: u64) -> u64 {
+        let relative = offset.saturating_sub(self.base_offset);
+        let after = self
+            .entries
+            .partition_point(|&(entry, _)| u64::from(entry) <= relative);
+        match after.checked_sub(1) {
+            Some(i) => u64::from(self.entries[i].1),
+            None => SEGMENT_HEADER_LEN as u64,
+        }
+    }
+
+    /// Returns the number of index entries.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// One segment file of a topic log.
+#[derive(Debug)]
+pub(super) struct Segment {
+    pub(super) base_offset: u64,
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    /// Offset after the last readable record.
+    pub(super) next_offset: u64,
+    pub(super) index: SparseIndex,
+    /// Readable bytes; its readable length is the committed length of the file.
+    pub(super) view: SegmentView,
+    /// Whether bytes were written since the last `fdatasync`.
+    pub(super) unsynced: bool,
+}
+
+impl Segment {
+    /// Creates the file of a new, empty segment and writes its header. With `sync`, flushes the
+    /// file and its directory so that the new segment survives a power loss.
+    ///
+    /// Removes the file again if anything after its creation fails. The error reports whether
+    /// that removal failed too.
+    pub(super) fn create(
+        dir: &Path,
+        base_offset: u64,
+        reserve: u64,
+        index_interval: u32,
+        use_mmap: bool,
+        sync: bool,
+    ) -> Result<Segment, CreateError> {
+        let path = dir.join(segment_file_name(base_offset));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| CreateError::clean(StorageError::io("create", &path)(e)))?;
+
+        if let Err(error) = write_header(&file, &path, base_offset, sync) {
+            return Err(match std::fs::remove_file(&path) {
+                Ok(()) => CreateError::clean(error),
+                Err(_) => CreateError {
+                    error,
+                    left_file: true,
+                },
+            });
+        }
+        if sync {
+            // The file is complete, so it stays if only the directory sync fails. Recovery
+            // treats it like any empty trailing segment.
+            sync_dir(dir).map_err(|error| CreateError {
+                error,
+                left_file: true,
+            })?;
+        }
+
+        let view = SegmentView::new(&file, &path, SEGMENT_HEADER_LEN as u64, reserve, use_mmap);
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            next_offset: base_offset,
+            index: SparseIndex::new(base_offset, index_interval),
+            view,
+            unsynced: !sync,
+        })
+    }
+
+    /// Returns the committed length of the file in bytes, header included.
+    pub(super) fn len(&self) -> u64 {
+        self.view.readable()
+    }
+
+    /// Returns whether the segment contains no records.
+    pub(super) fn is_empty(&self) -> bool {
+        self.next_offset == self.base_offset
+    }
+
+    /// Flushes the file's data to the disk.
+    pub(super) fn sync(&mut self) -> Result<(), StorageError> {
+        self.file
+            .sync_data()
+            .map_err(StorageError::io("fdatasync", &self.path))?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Calls `visit(position, offset, entry)` for each readable record from file position `pos`
+    /// on, in order, until `visit` breaks or the readable bytes end. `pos` is a record boundary.
+    pub(super) fn for_each_record(
+        &self,
+        mut pos: u64,
+        mut visit: impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        let end = self.len();
+        let mut scratch = Vec::new();
+        let mut need = 0usize;
+        while pos < end {
+            let remaining = end - pos;
+            let want = self.view.window_len(remaining).max(need);
+            let window = self
+                .view
+                .bytes(&self.file, pos, want, &mut scratch)
+                .map_err(StorageError::io("read", &self.path))?;
+            let walked = walk_records(window, pos, &mut visit);
+            pos += walked.consumed as u64;
+            need = 0;
+            match walked.stop {
+                WalkStop::Visitor => return Ok(()),
+                WalkStop::WindowEnd => {}
+                WalkStop::Incomplete(record_len) if walked.consumed == 0 => {
+                    if record_len as u64 > remaining {
+                        return Err(StorageError::corrupt(
+                            &self.path,
+                            pos,
+                            "record extends past the committed end of the segment",
+                        ));
+                    }
+                    need = record_len;
+                }
+                WalkStop::Incomplete(_) => {}
+                WalkStop::Invalid(reason) => {
+                    return Err(StorageError::corrupt(&self.path, pos, reason));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failure to create a segment file.
+#[derive(Debug)]
+pub(super) struct CreateError {
+    pub(super) error: StorageError,
+    /// Whether a file that is not a valid segment may remain on disk.
+    pub(super) left_file: bool,
+}
+
+impl CreateError {
+    fn clean(error: StorageError) -> CreateError {
+        CreateError {
+            error,
+            left_file: false,
+        }
+    }
+}
+
+fn write_header(
+    file: &File,
+    path: &Path,
+    base_offset: u64,
+    sync: bool,
+) -> Result<(), StorageError> {
+    file.write_all_at(&encode_header(base_offset), 0)
+        .map_err(StorageError::io("write", path))?;
+    if sync {
+        file.sync_data()
+            .map_err(StorageError::io("fdatasync", path))?;
+    }
+    Ok(())
+}
+
+/// Flushes a directory, so that file creations, renames and removals in it survive a power loss.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StorageError::io("fsync directory", dir))
+}
+
+/// Reason [`walk_records`] stopped.
+enum WalkStop {
+    /// The visitor broke before the record at `consumed`.
+    Visitor,
+    /// The window ends exactly after the last visited record.
+    WindowEnd,
+    /// The record at `consumed` is this many bytes long but the window ends inside it.
+    Incomplete(usize),
+    /// The record at `consumed` has an impossible length.
+    Invalid(&'static str),
+}
+
+struct Walked {
+    consumed: usize,
+    stop: WalkStop,
+}
+
+/// Visits the complete records at the front of `window`, which starts at file position
+/// `window_pos`.
+fn walk_records(
+    window: &[u8],
+    window_pos: u64,
+    visit: &mut impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
+) -> Walked {
+    let mut at = 0;
+    let stop = loop {
+        let rest = &window[at..];
+        if rest.is_empty() {
+            break WalkStop::WindowEnd;
+        }
+        if rest.len() < RECORD_HEADER_LEN {
+            break WalkStop::Incomplete(RECORD_HEADER_LEN);
+        }
+        let entry_len = record_entry_len(rest);
+        if entry_len < MIN_ENTRY_LEN {
+            break WalkStop::Invalid("record is shorter than the smallest entry");
+        }
+        let record_len = RECORD_HEADER_LEN + entry_len;
+        if rest.len() < record_len {
+            break WalkStop::Incomplete(record_len);
+        }
+        let entry = &rest[RECORD_HEADER_LEN..record_len];
+        if visit(window_pos + at as u64, entry_offset(entry), entry).is_break() {
+            break WalkStop::Visitor;
+        }
+        at += record_len;
+    };
+    Walked { consumed: at, stop }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_round_trips() {
+        let name = segment_file_name(1234);
+        assert_eq!(name, "00000000000000001234.log");
+        assert_eq!(parse_segment_file_name(&name), Some(1234));
+    }
+
+    #[test]
+    fn file_name_parser_rejects_other_names() {
+        for name in [
+            "topic.meta",
+            "1234.log",
+            "0000000000000000123x.log",
+            "00000000000000001234",
+        ] {
+            assert_eq!(parse_segment_file_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn header_check_accepts_own_header() {
+        assert_eq!(check_header(&encode_header(77), 77), Ok(()));
+    }
+
+    #[test]
+    fn header_check_rejects_other_base() {
+        assert!(check_header(&encode_header(77), 78).is_err());
+    }
+
+    #[test]
+    fn header_check_rejects_other_magic() {
+        let mut header = encode_header(0);
+        header[0] = b'X';
+        assert!(check_header(&header, 0).is_err());
+    }
+
+    #[test]
+    fn header_check_rejects_other_version() {
+        let mut header = encode_header(0);
+        header[7] = 2;
+        assert!(check_header(&header, 0).is_err());
+    }
+
+    #[test]
+    fn sparse_index_keeps_one_entry_per_interval() {
+        let mut index = SparseIndex::new(100, 50);
+        for i in 0..10u64 {
+            index.observe(100 + i, 16 + 20 * i);
+        }
+        // Records sit every 20 bytes from 16; each of 76, 136 and 196 is the first position at
+        // least 50 bytes after the previous indexed one.
+        assert_eq!(index.len(), 4);
+        assert_eq!(index.lookup(100), 16);
+        assert_eq!(index.lookup(102), 16);
+        assert_eq!(index.lookup(103), 76);
+        assert_eq!(index.lookup(108), 136);
+        assert_eq!(index.lookup(109), 196);
+    }
+
+    #[test]
+    fn sparse_index_with_zero_interval_indexes_every_record() {
+        let mut index = SparseIndex::new(0, 0);
+        for i in 0..5u64 {
+            index.observe(i, 16 + 30 * i);
+        }
+        assert_eq!(index.len(), 5);
+        assert_eq!(index.lookup(3), 106);
+    }
+
+    #[test]
+    fn empty_sparse_index_points_at_first_record() {
+        let index = SparseIndex::new(5, 4096);
+        assert_eq!(index.lookup(9), SEGMENT_HEADER_LEN as u64);
+    }
+}

@@ -1,0 +1,236 @@
+//! Topics shared by all workers: their logs, pending batches and which workers want them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use chorus_protocol::event::{encode_entry, EventsFrameBuilder};
+use chorus_protocol::Topic;
+use parking_lot::{Mutex, RwLock};
+
+use crate::storage::{DataDir, LogConfig, StorageError, TopicLog};
+
+
+/// A batch of consecutive comments, encoded once as an EVENTS frame and shared by every
+/// subscriber of the topic.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch {
+    /// Offset of the first comment in the frame.
+    pub(crate) first: u64,
+    /// Offset after the last comment in the frame.
+    pub(crate) end: u64,
+    /// The encoded frame.
+    pub(crate) frame: Bytes,
+}
+
+/// One topic, as seen by every worker.
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    /// Process-wide number that names the topic in worker-local maps.
+    pub(crate) id: u64,
+    pub(crate) name: Topic,
+    pub(crate) inner: Mutex<TopicInner>,
+}
+
+/// The part of a topic that changes, behind its lock.
+#[derive(Debug)]
+pub(crate) struct TopicInner {
+    /// The log, opened when the topic is first published to or found on disk.
+    pub(crate) log: Option<TopicLog>,
+    /// Comments appended but not yet committed, encoded as a frame in progress.
+    pending: Option<EventsFrameBuilder>,
+    /// First offset of `pending`.
+    pending_first: u64,
+    /// Committed batches not yet handed to the workers.
+    pub(crate) ready: Vec<Batch>,
+    /// Number of subscriptions per worker, indexed by worker number.
+    pub(crate) interest: Vec<u32>,
+    /// Set when a commit failed; further publishes are rejected until restart.
+    pub(crate) failed: Option<String>,
+    last_time_us: u64,
+}
+
+/// Where a new subscription starts and what the topic looks like at that moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Position {
+    pub(crate) stream: u64,
+    pub(crate) earliest: u64,
+    /// Offset after the last committed comment.
+    pub(crate) end: u64,
+}
+
+impl TopicInner {
+    fn new(log: Option<TopicLog>, workers: usize) -> TopicInner {
+        TopicInner {
+            log,
+            pending: None,
+            pending_first: 0,
+            ready: Vec::new(),
+            interest: vec![0; workers],
+            failed: None,
+            last_time_us: 0,
+        }
+    }
+
+    /// Returns the stream id, earliest offset and committed end; all zero before the first
+    /// publish.
+    pub(crate) fn position(&self) -> Position {
+        match &self.log {
+            Some(log) => Position {
+                stream: log.stream_id(),
+                earliest: log.earliest_offset(),
+                end: log.committed_offset(),
+            },
+            None => Position {
+                stream: 0,
+                earliest: 0,
+                end: 0,
+            },
+        }
+    }
+
+    /// Appends one comment to the log buffer and to the pending batch, and returns its offset.
+    ///
+    /// The comment becomes visible to readers and subscribers at the next [`Self::commit`].
+    pub(crate) fn append(
+        &mut self,
+        name: &Topic,
+        publisher: &str,
+        payload: &[u8],
+        max_batch_bytes: usize,
+        scratch: &mut BytesMut,
+    ) -> Result<u64, LogError> {
+        // Broker time never goes backwards within a topic, even if the wall clock does.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let time_us = now.max(self.last_time_us);
+
+        let offset = self.log.as_ref().ok_or(LogError::NotOpen)?.next_offset();
+        scratch.clear();
+        encode_entry(scratch, offset, time_us, 0, publisher, payload);
+
+        // A full batch is committed before this comment joins the log buffer, so that the
+        // committed end and the end of the ready batches stay equal.
+        let full = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.len() + scratch.len() > max_batch_bytes);
+        if full {
+            self.commit()?;
+        }
+
+        let log = self.log.as_mut().ok_or(LogError::NotOpen)?;
+        log.append(scratch)?;
+        self.last_time_us = time_us;
+
+        let stream = log.stream_id();
+        let pending = self
+            .pending
+            .get_or_insert_with(|| EventsFrameBuilder::new(name, stream, 16 * 1024));
+        if pending.is_empty() {
+            self.pending_first = offset;
+        }
+        pending.push_encoded(scratch).map_err(LogError::Entry)?;
+        Ok(offset)
+    }
+
+    /// Writes buffered comments to the log under its durability policy and moves the pending
+    /// batch to `ready`. Returns the committed end offset.
+    pub(crate) fn commit(&mut self) -> Result<u64, LogError> {
+        let log = self.log.as_mut().ok_or(LogError::NotOpen)?;
+        let end = log.commit()?;
+        if let Some(pending) = self.pending.take() {
+            if let Some(last) = pending.last_offset() {
+                self.ready.push(Batch {
+                    first: self.pending_first,
+                    end: last + 1,
+                    frame: pending.finish(),
+                });
+            }
+        }
+        Ok(end)
+    }
+}
+
+/// Why a comment could not be appended or committed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LogError {
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The topic has no log yet; the caller must open it first.
+    #[error("topic log is not open")]
+    NotOpen,
+    /// An encoded entry was rejected; this points to a bug in the broker.
+    #[error("invalid entry: {0}")]
+    Entry(chorus_protocol::DecodeError),
+}
+
+/// All topics known to this process.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    data_dir: DataDir,
+    log_config: LogConfig,
+    workers: usize,
+    topics: RwLock<HashMap<Topic, Arc<TopicState>>>,
+    next_id: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) fn new(data_dir: DataDir, log_config: LogConfig, workers: usize) -> Registry {
+        Registry {
+            data_dir,
+            log_config,
+            workers,
+            topics: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Returns the topic, loading its log from disk if it has one.
+    ///
+    /// A topic without a log on disk is held in memory only, so that subscribing to a topic
+    /// nobody has published to yet writes nothing to the disk.
+    pub(crate) fn get(&self, name: &Topic) -> Result<Arc<TopicState>, StorageError> {
+        if let Some(topic) = self.topics.read().get(name) {
+            return Ok(topic.clone());
+        }
+        let mut topics = self.topics.write();
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let log = if self.data_dir.topic_exists(name) {
+            Some(self.data_dir.open_topic(name, &self.log_config)?)
+        } else {
+            None
+        };
+        let topic = Arc::new(TopicState {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            name: name.clone(),
+            inner: Mutex::new(TopicInner::new(log, self.workers)),
+        });
+        topics.insert(name.clone(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Opens or creates the topic's log on disk; called under the topic's lock before the first
+    /// append.
+    pub(crate) fn ensure_log(
+        &self,
+        topic: &TopicState,
+        inner: &mut TopicInner,
+    ) -> Result<(), StorageError> {
+        if inner.log.is_none() {
+            inner.log = Some(self.data_dir.open_topic(&topic.name, &self.log_config)?);
+        }
+        Ok(())
+    }
+
+    /// Returns every topic loaded so far.
+    pub(crate) fn loaded(&self) -> Vec<Arc<TopicState>> {
+        self.topics.read().values().cloned().collect()
+    }
+}

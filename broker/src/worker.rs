@@ -1,0 +1,485 @@
+//! The event loop: one worker thread per core, each with its own listener socket
+//! (SO_REUSEPORT), connections and poll instance.
+//!
+//! A worker reads frames from its connections, appends publishes to the topic logs, and at the
+//! end of every loop iteration commits the topics it touched, sends acknowledgements, and hands
+//! each committed batch to every worker that has subscribers for it. The batch is an encoded
+//! EVENTS frame whose bytes every subscriber shares.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chorus_protocol::{ErrorCode, ErrorFrame, Frame};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use crate::conn::{Conn, Phase};
+use crate::server::{Shared, WorkerMsg};
+use crate::topics::{Batch, TopicState};
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+/// Tokens below this number name listeners; connection tokens start here.
+pub(crate) const FIRST_CONN: usize = 1 << 16;
+/// Bytes read from one connection per readiness event before others get their turn.
+const READ_BUDGET: usize = 1 << 20;
+/// How often hello and idle timeouts are checked.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a connection that is being closed with an ERROR may take to receive it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// An acknowledgement waiting for its topic's commit.
+#[derive(Debug)]
+pub(crate) struct PendingAck {
+    pub(crate) token: Token,
+    pub(crate) conn_id: u64,
+    pub(crate) seq: u64,
+    pub(crate) offset: u64,
+}
+
+/// One event-loop thread.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    poll: Poll,
+    pub(crate) shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    pub(crate) conns: Slab<Conn>,
+    rx: Receiver<WorkerMsg>,
+    /// Batches for this worker's subscribers, in commit order per topic.
+    pub(crate) inbox: VecDeque<(Arc<TopicState>, Batch)>,
+    /// Connections subscribed to each topic id.
+    pub(crate) local_subs: HashMap<u64, HashSet<Token>>,
+    /// Topics appended to in this iteration, with the acknowledgements waiting for them.
+    pub(crate) dirty: HashMap<u64, (Arc<TopicState>, Vec<PendingAck>)>,
+    /// Connections with new output to write.
+    pub(crate) to_flush: HashSet<Token>,
+    /// Connections with a subscription that is catching up from the log.
+    pub(crate) catching_up: HashSet<Token>,
+    /// Connections that stopped reading because of the read budget.
+    more_to_read: Vec<Token>,
+    /// Connections being closed, with the time by which they are dropped.
+    closing: HashMap<Token, Instant>,
+    pub(crate) scratch: BytesMut,
+    read_chunk: Box<[u8]>,
+    pub(crate) log_limiter: LogLimiter,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        shared: Arc<Shared>,
+        listeners: Vec<std::net::TcpListener>,
+        rx: Receiver<WorkerMsg>,
+    ) -> io::Result<Worker> {
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(listener);
+            poll.registry()
+                .register(&mut listener, Token(i), Interest::READABLE)?;
+            mio_listeners.push(listener);
+        }
+        Ok(Worker {
+            index,
+            poll,
+            shared,
+            listeners: mio_listeners,
+            conns: Slab::new(),
+            rx,
+            inbox: VecDeque::new(),
+            local_subs: HashMap::new(),
+            dirty: HashMap::new(),
+            to_flush: HashSet::new(),
+            catching_up: HashSet::new(),
+            more_to_read: Vec::new(),
+            closing: HashMap::new(),
+            scratch: BytesMut::with_capacity(64 * 1024),
+            read_chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+            log_limiter: LogLimiter::default(),
+        })
+    }
+
+    /// Runs the loop until the server shuts down.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = if self.has_immediate_work() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!(worker = self.index, error = %e, "poll failed");
+                }
+                continue;
+            }
+
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    Token(i) if i < FIRST_CONN => self.accept(i),
+                    token => self.on_conn_event(token, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.resume_reads();
+            self.drain_channel();
+
+            self.end_iteration();
+
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                self.shutdown();
+                return;
+            }
+        }
+    }
+
+    /// Commits, acknowledges, delivers and writes what this iteration produced.
+    fn end_iteration(&mut self) {
+        self.commit_dirty_topics();
+        self.deliver_inbox();
+        self.serve_catch_up();
+        self.flush_pending_writes();
+    }
+
+    fn has_immediate_work(&self) -> bool {
+        !self.more_to_read.is_empty() || self.catch_up_can_progress()
+    }
+
+    fn accept(&mut self, listener: usize) {
+        loop {
+            let (stream, peer) = match self.listeners[listener].accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Running out of descriptors is the usual cause; the listener stays
+                    // registered and is retried on its next readiness event.
+                    if self.log_limiter.allow() {
+                        warn!(worker = self.index, error = %e, "accept failed");
+                    }
+                    return;
+                }
+            };
+            self.register_conn(stream, peer);
+        }
+    }
+
+    fn register_conn(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr) {
+        let limit = self.shared.config.limits.max_connections;
+        let count = self.shared.connections.fetch_add(1, Ordering::AcqRel);
+        if count >= limit {
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            if self.log_limiter.allow() {
+                warn!(%peer, limit, "rejected connection: limits.max_connections reached");
+            }
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "failed to set TCP_NODELAY");
+        }
+
+        let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let entry = self.conns.vacant_entry();
+        let token = Token(entry.key() + FIRST_CONN);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            warn!(%peer, error = %e, "failed to register connection");
+            return;
+        }
+        debug!(conn = id, %peer, "connection accepted");
+        entry.insert(Conn::new(id, stream, peer, Instant::now()));
+    }
+
+    pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        self.conns.get_mut(token.0.checked_sub(FIRST_CONN)?)
+    }
+
+    fn on_conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if writable {
+            self.to_flush.insert(token);
+        }
+        if readable {
+            self.read_conn(token);
+        }
+    }
+
+    fn resume_reads(&mut self) {
+        for token in std::mem::take(&mut self.more_to_read) {
+            self.read_conn(token);
+        }
+    }
+
+    /// Reads what the socket has, up to the read budget, and handles every whole frame.
+    fn read_conn(&mut self, token: Token) {
+        let mut total = 0;
+        loop {
+            let Some(conn) = token
+                .0
+                .checked_sub(FIRST_CONN)
+                .and_then(|index| self.conns.get_mut(index))
+            else {
+                return;
+            };
+            if conn.phase == Phase::Closing || conn.read_closed {
+                return;
+            }
+            if conn.out.bytes() >= self.shared.config.limits.outbound_queue_bytes {
+                conn.read_paused = true;
+                return;
+            }
+            match conn.stream.read(&mut self.read_chunk) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    self.on_peer_closed(token);
+                    return;
+                }
+                Ok(n) => {
+                    conn.read_buf.extend_from_slice(&self.read_chunk[..n]);
+                    conn.last_read = Instant::now();
+                    conn.ping_sent = false;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.log_limiter.allow() {
+                        info!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
+                    }
+                    self.close_conn(token);
+                    return;
+                }
+            }
+            self.handle_frames(token);
+            if total >= READ_BUDGET {
+                self.more_to_read.push(token);
+                return;
+            }
+        }
+    }
+
+    /// Handles a clean close by the peer: a partial frame left behind is reported.
+    fn on_peer_closed(&mut self, token: Token) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.read_buf.is_empty() {
+            debug!(conn = conn.id, peer = %conn.peer, "connection closed by peer");
+            self.close_conn(token);
+            return;
+        }
+        let pending = conn.read_buf.len();
+        self.fail_conn(
+            token,
+            ErrorCode::TruncatedFrame,
+            format!("connection closed with {pending} bytes of an incomplete frame"),
+        );
+    }
+
+    /// Queues an ERROR that closes the connection, stops reading, and drops the connection
+    /// once the ERROR is written or the grace period ends.
+    pub(crate) fn fail_conn(&mut self, token: Token, code: ErrorCode, message: String) {
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let (id, peer, before_hello) = (conn.id, conn.peer, conn.phase == Phase::Preamble);
+        if before_hello {
+            // The peer sent no valid preamble, so it gets ours first to make the ERROR
+            // readable by a chorus client that speaks another version.
+            conn.out.push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
+        }
+        conn.phase = Phase::Closing;
+        let frame = Frame::Error(ErrorFrame {
+            code,
+            close: true,
+            topic: String::new(),
+            message: message.clone(),
+        });
+        conn.out.push(frame.to_bytes());
+        if self.log_limiter.allow() {
+            warn!(conn = id, %peer, code = code.name(), "closing connection: {message}");
+        }
+        self.to_flush.insert(token);
+        self.closing.insert(token, Instant::now() + CLOSE_GRACE);
+    }
+
+    /// Drops a connection and its subscriptions at once.
+    pub(crate) fn close_conn(&mut self, token: Token) {
+        let Some(index) = token.0.checked_sub(FIRST_CONN) else {
+            return;
+        };
+        let Some(mut conn) = self.conns.try_remove(index) else {
+            return;
+        };
+        for (topic_id, sub) in conn.subs.drain() {
+            sub.topic.inner.lock().interest[self.index] -= 1;
+            if let Some(set) = self.local_subs.get_mut(&topic_id) {
+                set.remove(&token);
+                if set.is_empty() {
+                    self.local_subs.remove(&topic_id);
+                }
+            }
+        }
+        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
+            debug!(conn = conn.id, error = %e, "failed to deregister connection");
+        }
+        self.to_flush.remove(&token);
+        self.catching_up.remove(&token);
+        self.closing.remove(&token);
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn drain_channel(&mut self) {
+        while let Ok(message) = self.rx.try_recv() {
+            match message {
+                WorkerMsg::Batch { topic, batch } => self.inbox.push_back((topic, batch)),
+            }
+        }
+        self.shared.workers[self.index].clear_woken();
+    }
+
+    /// Writes every connection that has new output, and drops closing ones that are done.
+    fn flush_pending_writes(&mut self) {
+        let limit = self.shared.config.limits.outbound_queue_bytes;
+        for token in std::mem::take(&mut self.to_flush) {
+            let Some(conn) = self.conn_mut(token) else {
+                continue;
+            };
+            match conn.out.write_to(&mut conn.stream) {
+                Ok(true) if conn.phase == Phase::Closing => self.close_conn(token),
+                Ok(_) => {
+                    if conn.read_paused && conn.out.bytes() < limit {
+                        conn.read_paused = false;
+                        self.more_to_read.push(token);
+                    }
+                }
+                Err(e) => {
+                    let (id, peer) = (conn.id, conn.peer);
+                    if self.log_limiter.allow() {
+                        info!(conn = id, %peer, error = %e, "write failed");
+                    }
+                    self.close_conn(token);
+                }
+            }
+        }
+    }
+
+    /// Enforces the hello and idle timeouts and the close grace period.
+    fn tick(&mut self, now: Instant) {
+        let limits = &self.shared.config.limits;
+        let hello_timeout = Duration::from_millis(limits.hello_timeout_ms);
+        let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+
+        let mut expired = Vec::new();
+        let mut pings = Vec::new();
+        for (index, conn) in &self.conns {
+            let token = Token(index + FIRST_CONN);
+            match conn.phase {
+                Phase::Preamble | Phase::Hello if now - conn.opened > hello_timeout => {
+                    expired.push((token, "no HELLO within limits.hello_timeout_ms"));
+                }
+                Phase::Ready if !idle_timeout.is_zero() => {
+                    let silent = now - conn.last_read;
+                    if silent > idle_timeout {
+                        expired.push((token, "no traffic within limits.idle_timeout_ms"));
+                    } else if silent > idle_timeout / 2 && !conn.ping_sent {
+                        pings.push(token);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (token, reason) in expired {
+            self.fail_conn(token, ErrorCode::Timeout, reason.to_owned());
+        }
+        for token in pings {
+            let conn = self.conn_mut(token).expect("collected from the slab above");
+            conn.ping_sent = true;
+            conn.out.push(Frame::Ping(conn.id).to_bytes());
+            self.to_flush.insert(token);
+        }
+
+        let overdue: Vec<Token> = self
+            .closing
+            .iter()
+            .filter(|(_, deadline)| now >= **deadline)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in overdue {
+            self.close_conn(token);
+        }
+        self.flush_pending_writes();
+        self.log_limiter.report(self.index);
+    }
+
+    /// Commits what is pending, tells every connection the broker is stopping, and drops them.
+    fn shutdown(&mut self) {
+        self.end_iteration();
+        let tokens: Vec<Token> = self.conns.iter().map(|(i, _)| Token(i + FIRST_CONN)).collect();
+        for token in &tokens {
+            let conn = self.conn_mut(*token).expect("collected from the slab above");
+            let frame = Frame::Error(ErrorFrame {
+                code: ErrorCode::ShuttingDown,
+                close: true,
+                topic: String::new(),
+                message: "broker is shutting down".into(),
+            });
+            conn.out.push(frame.to_bytes());
+            // Best effort: a client that does not read in time misses the notice.
+            let _ = conn.out.write_to(&mut conn.stream);
+        }
+        for token in tokens {
+            self.close_conn(token);
+        }
+        debug!(worker = self.index, "worker stopped");
+    }
+}
+
+/// Caps connection log lines per worker at a fixed number per tick, and reports how many were
+/// dropped, so that a storm of bad clients cannot flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    emitted: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    const PER_TICK: u32 = 50;
+
+    pub(crate) fn allow(&mut self) -> bool {
+        if self.emitted < Self::PER_TICK {
+            self.emitted += 1;
+            return true;
+        }
+        self.suppressed += 1;
+        false
+    }
+
+    fn report(&mut self, worker: usize) {
+        if self.suppressed > 0 {
+            warn!(
+                worker,
+                suppressed = self.suppressed,
+                "connection log lines suppressed by the rate limit"
+            );
+        }
+        self.emitted = 0;
+        self.suppressed = 0;
+    }
+}

@@ -1,0 +1,313 @@
+//! One blocking connection to a chorus server.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_protocol::{
+    preamble, DecodeError, ErrorCode, Frame, Hello, Publish, PublishAck, StartAt, Subscribe,
+    Subscribed, Topic, Welcome, VERSION,
+};
+
+use crate::split::{ConnectionReader, ConnectionWriter};
+use crate::wire::{unexpected, FrameReader, FrameWriter};
+use crate::{ClientError, Options};
+
+/// A publish accepted and stored by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// Sequence number of the publish.
+    pub seq: u64,
+    /// Offset the server assigned to the comment.
+    pub offset: u64,
+    /// Stream id of the topic.
+    pub stream: u64,
+}
+
+/// One connection after the handshake. Every method blocks.
+///
+/// Frames that arrive while a method waits for a particular answer (EVENTS during
+/// [`Connection::publish`], for example) are kept in order and returned by later calls to
+/// [`Connection::recv`]. PING frames are answered as they are read.
+#[derive(Debug)]
+pub struct Connection {
+    reader: FrameReader,
+    writer: FrameWriter,
+    welcome: Welcome,
+    next_seq: u64,
+    pending: VecDeque<Frame>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`), exchanges preambles, sends HELLO and waits for WELCOME.
+    ///
+    /// Opening the TCP connection and the handshake may each take up to
+    /// [`Options::connect_timeout`]. An ERROR from the server comes back as
+    /// [`ClientError::Server`].
+    pub fn connect(addr: &str, options: &Options) -> Result<Connection, ClientError> {
+        let stream = Arc::new(open_stream(addr, options.connect_timeout)?);
+        stream.set_nodelay(true)?;
+        let mut reader = FrameReader::new(Arc::clone(&stream), options.max_frame);
+        let mut writer = FrameWriter::new(stream);
+
+        let welcome = handshake(&mut reader, &mut writer, options)?;
+        reader.stream().set_read_timeout(options.read_timeout)?;
+        tracing::debug!(
+            addr,
+            server = %welcome.server_name,
+            max_frame = welcome.max_frame,
+            max_payload = welcome.max_payload,
+            "connected"
+        );
+        Ok(Connection {
+            reader,
+            writer,
+            welcome,
+            next_seq: 1,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Returns the server's WELCOME.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Publishes one comment and waits for its acknowledgement.
+    ///
+    /// Returns [`ClientError::Rejected`] when the server does not store the comment. Other
+    /// frames that arrive meanwhile, including acknowledgements of earlier
+    /// [`Connection::send_publish`] calls, are kept for [`Connection::recv`].
+    pub fn publish(&mut self, topic: &Topic, payload: &[u8]) -> Result<Ack, ClientError> {
+        let seq = self.send_publish(topic, payload)?;
+        self.writer.flush()?;
+        loop {
+            match self.read_next()? {
+                Frame::PublishAck(ack) if ack.seq == seq => return ack_result(&ack),
+                Frame::Error(e) if e.close => return Err(e.into()),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Queues one publish without waiting for its acknowledgement and returns its sequence
+    /// number.
+    ///
+    /// The frame is buffered: it is written by [`Connection::flush`], by any method that waits
+    /// for the server, or once 64 KiB are buffered. Its PUBLISH_ACK comes back through
+    /// [`Connection::recv`]. A payload larger than the server accepts fails with
+    /// [`ClientError::PayloadTooLarge`] and is not sent.
+    pub fn send_publish(&mut self, topic: &Topic, payload: &[u8]) -> Result<u64, ClientError> {
+        check_payload(&self.welcome, topic, payload)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.writer.queue(&publish_frame(seq, topic, payload));
+        self.writer.flush_if_full()?;
+        Ok(seq)
+    }
+
+    /// Subscribes to `topic` and waits for SUBSCRIBED.
+    ///
+    /// `stream` is the topic's stream id from an earlier subscription, or 0. An ERROR about
+    /// this topic comes back as [`ClientError::Server`]. The topic's EVENTS follow through
+    /// [`Connection::recv`].
+    pub fn subscribe(
+        &mut self,
+        topic: &Topic,
+        start: StartAt,
+        stream: u64,
+    ) -> Result<Subscribed, ClientError> {
+        let subscribe = Subscribe {
+            topic: topic.clone(),
+            start,
+            stream,
+        };
+        self.writer.queue(&Frame::Subscribe(subscribe));
+        self.writer.flush()?;
+        loop {
+            match self.read_next()? {
+                Frame::Subscribed(s) if s.topic == *topic => return Ok(s),
+                Frame::Error(e) if e.close || e.topic == topic.as_str() => return Err(e.into()),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Sends UNSUBSCRIBE for `topic`.
+    ///
+    /// The server does not confirm it, so EVENTS it sent before reading the frame may still
+    /// arrive through [`Connection::recv`].
+    pub fn unsubscribe(&mut self, topic: &Topic) -> Result<(), ClientError> {
+        self.writer.queue(&Frame::Unsubscribe(topic.clone()));
+        self.writer.flush()
+    }
+
+    /// Writes every buffered frame.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush()
+    }
+
+    /// Returns the next frame from the server other than PING, which is answered with PONG.
+    ///
+    /// An ERROR frame comes back as [`ClientError::Server`]; after one with `close` set the
+    /// server closes the connection. The end of the stream is [`ClientError::Closed`], and
+    /// [`Options::read_timeout`] expiring is [`ClientError::Timeout`], after which the
+    /// connection can still be used.
+    pub fn recv(&mut self) -> Result<Frame, ClientError> {
+        let frame = match self.pending.pop_front() {
+            Some(frame) => frame,
+            None => self.read_next()?,
+        };
+        frame_result(frame)
+    }
+
+    /// Splits the connection into halves that two threads can use at the same time.
+    ///
+    /// Both halves share one socket. Frames already received and not yet returned go to the
+    /// reader. The reader keeps answering PING; see [`ConnectionReader`] for how. This
+    /// currently never fails.
+    pub fn split(self) -> Result<(ConnectionWriter, ConnectionReader), ClientError> {
+        Ok(crate::split::split(
+            self.reader,
+            self.writer,
+            self.welcome,
+            self.next_seq,
+            self.pending,
+        ))
+    }
+
+    /// Reads the next frame from the socket, answering PING frames on the way.
+    fn read_next(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            match self.reader.read_frame()? {
+                Frame::Ping(nonce) => {
+                    self.writer.queue(&Frame::Pong(nonce));
+                    self.writer.flush()?;
+                }
+                frame => return Ok(frame),
+            }
+        }
+    }
+}
+
+/// Resolves `addr` and connects to the first address that accepts.
+fn open_stream(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let addrs: Vec<SocketAddr> = match addr.to_socket_addrs() {
+        Ok(addrs) => addrs.collect(),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(ClientError::InvalidAddress(addr.to_owned()))
+        }
+        Err(source) => {
+            return Err(ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address");
+    for socket_addr in addrs {
+        match TcpStream::connect_timeout(&socket_addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                tracing::debug!(addr = %socket_addr, error = %e, "connect failed");
+                last = e;
+            }
+        }
+    }
+    Err(ClientError::Connect {
+        addr: addr.to_owned(),
+        source: last,
+    })
+}
+
+/// Exchanges preambles, sends HELLO and waits for WELCOME until the connect timeout.
+fn handshake(
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    options: &Options,
+) -> Result<Welcome, ClientError> {
+    let deadline = Instant::now() + options.connect_timeout;
+    let hello = Hello {
+        version: VERSION,
+        max_frame: options.max_frame,
+        client_name: options.client_name.clone(),
+        token: options.token.clone(),
+    };
+    writer.queue_bytes(&preamble());
+    writer.queue(&Frame::Hello(hello));
+    writer.flush()?;
+
+    reader.read_preamble(deadline)?;
+    loop {
+        match reader.read_frame_before(deadline)? {
+            Frame::Welcome(welcome) if welcome.version == VERSION => return Ok(welcome),
+            Frame::Welcome(welcome) => {
+                return Err(DecodeError::UnsupportedVersion(welcome.version).into())
+            }
+            Frame::Error(e) => return Err(e.into()),
+            Frame::Ping(nonce) => {
+                writer.queue(&Frame::Pong(nonce));
+                writer.flush()?;
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Rejects a payload that the server would reject for its size, so the connection survives.
+pub(crate) fn check_payload(
+    welcome: &Welcome,
+    topic: &Topic,
+    payload: &[u8],
+) -> Result<(), ClientError> {
+    // A limit of 0 means the server announced none.
+    if welcome.max_payload != 0 && payload.len() > welcome.max_payload as usize {
+        return Err(ClientError::PayloadTooLarge {
+            len: payload.len(),
+            max: welcome.max_payload,
+        });
+    }
+    // PUBLISH body: seq, topic length and bytes, payload length and bytes.
+    let overhead = 8 + 1 + topic.as_str().len() + 4;
+    let max_frame = welcome.max_frame as usize;
+    if welcome.max_frame != 0 && overhead + payload.len() > max_frame {
+        return Err(ClientError::PayloadTooLarge {
+            len: payload.len(),
+            max: max_frame.saturating_sub(overhead) as u32,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn publish_frame(seq: u64, topic: &Topic, payload: &[u8]) -> Frame {
+    Frame::Publish(Publish {
+        seq,
+        topic: topic.clone(),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+/// Turns an ERROR frame into [`ClientError::Server`] and passes every other frame through.
+pub(crate) fn frame_result(frame: Frame) -> Result<Frame, ClientError> {
+    match frame {
+        Frame::Error(e) => Err(e.into()),
+        frame => Ok(frame),
+    }
+}
+
+fn ack_result(ack: &PublishAck) -> Result<Ack, ClientError> {
+    if ack.code != ErrorCode::Ok {
+        return Err(ClientError::Rejected {
+            seq: ack.seq,
+            code: ack.code,
+        });
+    }
+    Ok(Ack {
+        seq: ack.seq,
+        offset: ack.offset,
+        stream: ack.stream,
+    })
+}
