@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::storage::{FsyncPolicy, LogConfig};
 
 /// Everything chorusd needs to run, after the file and the flags are merged.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Directory that holds the topic logs; locked by one chorusd at a time.
@@ -22,10 +22,34 @@ pub struct Config {
     pub limits: Limits,
     /// Segment log settings.
     pub storage: StorageConfig,
+    /// WebSocket listener for browsers.
+    pub websocket: WebSocketConfig,
+}
+
+/// WebSocket listener settings. The listener carries the same protocol frames as the TCP
+/// listener, one frame per binary message, with the same limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Addresses of the WebSocket listeners; empty disables WebSocket. The usual address is
+    /// 127.0.0.1:7401.
+    pub listen: Vec<SocketAddr>,
+    /// Origins (such as "https://example.com") browsers may connect from; "*" allows any.
+    /// Clients that send no Origin header, which browsers always send, are not checked.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> WebSocketConfig {
+        WebSocketConfig {
+            listen: Vec::new(),
+            allowed_origins: vec!["*".to_owned()],
+        }
+    }
 }
 
 /// Connection and frame limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest frame body accepted from a client, in bytes.
@@ -49,7 +73,7 @@ pub struct Limits {
 }
 
 /// Segment log settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Size in bytes at which the active segment is closed and a new one started.
@@ -64,7 +88,7 @@ pub struct StorageConfig {
 }
 
 /// How often appended records are flushed to the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncMode {
     /// Flush before every acknowledgement.
@@ -108,6 +132,7 @@ impl Default for Config {
             workers: 0,
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            websocket: WebSocketConfig::default(),
         }
     }
 }
@@ -155,7 +180,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
         if self.listen.is_empty() {
-            return Err(ConfigError::Invalid("listen needs at least one address".into()));
+            return Err(ConfigError::Invalid(
+                "listen needs at least one address".into(),
+            ));
         }
         if limits.max_frame < 1024 {
             return Err(ConfigError::Invalid(format!(
@@ -183,7 +210,8 @@ impl Config {
         }
         if self.storage.fsync == FsyncMode::Interval && self.storage.fsync_interval_ms == 0 {
             return Err(ConfigError::Invalid(
-                "storage.fsync_interval_ms must be above 0 when storage.fsync = \"interval\"".into(),
+                "storage.fsync_interval_ms must be above 0 when storage.fsync = \"interval\""
+                    .into(),
             ));
         }
         Ok(())

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use mio::net::TcpStream;
 
 use crate::topics::TopicState;
+use crate::transport::Transport;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub(crate) struct Subscription {
 pub(crate) struct Conn {
     /// Process-wide connection number, for logs and to tell reused slab slots apart.
     pub(crate) id: u64,
-    pub(crate) stream: TcpStream,
+    pub(crate) transport: Transport,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) read_buf: BytesMut,
@@ -66,10 +66,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, stream: TcpStream, peer: SocketAddr, now: Instant) -> Conn {
+    pub(crate) fn new(id: u64, transport: Transport, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
             id,
-            stream,
+            transport,
             peer,
             phase: Phase::Preamble,
             read_buf: BytesMut::new(),
@@ -105,6 +105,22 @@ impl OutQueue {
     pub(crate) fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.frames.push_back(frame);
+    }
+
+    /// Removes the front frame, or what is left of it after a partial write.
+    pub(crate) fn pop_front(&mut self) -> Option<Bytes> {
+        let mut frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        let rest = frame.split_off(self.written);
+        self.written = 0;
+        Some(rest)
+    }
+
+    /// Puts a frame back at the front, for a transport that could not take it yet.
+    pub(crate) fn push_front(&mut self, frame: Bytes) {
+        debug_assert_eq!(self.written, 0, "push_front after a partial write");
+        self.bytes += frame.len();
+        self.frames.push_front(frame);
     }
 
     /// Returns the bytes queued and not yet written.

@@ -4,6 +4,7 @@
 //! appends it to the topic's segment log, acknowledges it once stored, and fans it out to
 //! subscribers in EVENTS batches that are encoded once and shared.
 
+pub mod cli;
 pub mod config;
 mod conn;
 mod delivery;
@@ -11,6 +12,7 @@ mod handler;
 pub mod server;
 pub mod storage;
 mod topics;
+mod transport;
 mod worker;
 
 pub use config::Config;

@@ -1,44 +1,15 @@
 //! chorusd: the chorus live-comment broker.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chorus_broker::cli::Args;
 use chorus_broker::{Config, Server};
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
-
-/// The chorus live-comment broker.
-///
-/// Runs on built-in defaults when started with no options: data in ./chorus-data, clients on
-/// 127.0.0.1:7400. Flags override the configuration file, which overrides the defaults.
-#[derive(Debug, Parser)]
-#[command(name = "chorusd", version, about, long_about)]
-struct Args {
-    /// Configuration file (TOML).
-    #[arg(long, short = 'c', value_name = "FILE", env = "CHORUSD_CONFIG")]
-    config: Option<PathBuf>,
-
-    /// Directory for the topic logs [default: ./chorus-data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-
-    /// Address for client connections; repeat for several [default: 127.0.0.1:7400].
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
-
-    /// Number of event-loop threads [default: one per core].
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-
-    /// Log filter, in the syntax of RUST_LOG (for example "info" or "chorus_broker=debug").
-    #[arg(long, value_name = "FILTER", env = "CHORUSD_LOG", default_value = "info")]
-    log: String,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -83,6 +54,9 @@ fn load_config(args: &Args) -> Result<Config, chorus_broker::config::ConfigError
     }
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
+    }
+    if !args.ws_listen.is_empty() {
+        config.websocket.listen = args.ws_listen.clone();
     }
     if let Some(workers) = args.workers {
         config.workers = workers;

@@ -15,6 +15,7 @@ use tracing::{error, info};
 use crate::config::Config;
 use crate::storage::{DataDir, StorageError};
 use crate::topics::{Batch, Registry, TopicState};
+use crate::transport::ListenerKind;
 use crate::worker::{Worker, WAKER};
 
 /// A message from one worker to another.
@@ -93,6 +94,7 @@ pub struct Server {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
 }
 
 impl Server {
@@ -102,14 +104,31 @@ impl Server {
         info!(path = %data_dir.path().display(), "data directory opened");
         let workers = config.worker_count();
 
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerKind)>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
-        for &addr in &config.listen {
+        let mut ws_addrs = Vec::new();
+        let listeners = config.listen.iter().map(|a| (*a, ListenerKind::Tcp)).chain(
+            config
+                .websocket
+                .listen
+                .iter()
+                .map(|a| (*a, ListenerKind::WebSocket)),
+        );
+        for (addr, kind) in listeners {
             let (bound, sockets) = bind_reuseport(addr, workers)?;
-            info!(addr = %bound, workers, "listening");
-            local_addrs.push(bound);
+            match kind {
+                ListenerKind::Tcp => {
+                    info!(addr = %bound, workers, "listening");
+                    local_addrs.push(bound);
+                }
+                ListenerKind::WebSocket => {
+                    info!(addr = %bound, workers, "listening for WebSocket");
+                    ws_addrs.push(bound);
+                }
+            }
             for (worker, socket) in sockets.into_iter().enumerate() {
-                per_worker[worker].push(socket);
+                per_worker[worker].push((socket, kind));
             }
         }
 
@@ -154,12 +173,18 @@ impl Server {
             shared,
             threads,
             local_addrs,
+            ws_addrs,
         })
     }
 
     /// Returns the addresses the listeners are bound to, with ephemeral ports resolved.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Returns the addresses the WebSocket listeners are bound to.
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
     }
 
     /// Stops the workers, commits and flushes every loaded topic, and returns once done.
@@ -201,8 +226,12 @@ fn bind_reuseport(
 
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))
-            .map_err(bind_error)?;
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(bind_error)?;
         socket.set_reuse_address(true).map_err(bind_error)?;
         socket.set_reuse_port(true).map_err(bind_error)?;
         socket.set_nonblocking(true).map_err(bind_error)?;

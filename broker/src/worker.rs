@@ -7,7 +7,7 @@
 //! EVENTS frame whose bytes every subscriber shares.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::conn::{Conn, Phase};
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, TopicState};
+use crate::transport::{ListenerKind, ReadOutcome, Transport, TransportError, WsSettings};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 /// Tokens below this number name listeners; connection tokens start here.
@@ -48,7 +49,8 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     poll: Poll,
     pub(crate) shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    ws_settings: WsSettings,
     pub(crate) conns: Slab<Conn>,
     rx: Receiver<WorkerMsg>,
     /// Batches for this worker's subscribers, in commit order per topic.
@@ -75,21 +77,26 @@ impl Worker {
         index: usize,
         poll: Poll,
         shared: Arc<Shared>,
-        listeners: Vec<std::net::TcpListener>,
+        listeners: Vec<(std::net::TcpListener, ListenerKind)>,
         rx: Receiver<WorkerMsg>,
     ) -> io::Result<Worker> {
         let mut mio_listeners = Vec::with_capacity(listeners.len());
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, (listener, kind)) in listeners.into_iter().enumerate() {
             let mut listener = TcpListener::from_std(listener);
             poll.registry()
                 .register(&mut listener, Token(i), Interest::READABLE)?;
-            mio_listeners.push(listener);
+            mio_listeners.push((listener, kind));
         }
+        let ws_settings = WsSettings::new(
+            shared.config.websocket.allowed_origins.clone(),
+            shared.config.limits.max_frame,
+        );
         Ok(Worker {
             index,
             poll,
             shared,
             listeners: mio_listeners,
+            ws_settings,
             conns: Slab::new(),
             rx,
             inbox: VecDeque::new(),
@@ -160,7 +167,9 @@ impl Worker {
 
     fn accept(&mut self, listener: usize) {
         loop {
-            let (stream, peer) = match self.listeners[listener].accept() {
+            let (socket, kind) = &self.listeners[listener];
+            let kind = *kind;
+            let (stream, peer) = match socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -173,11 +182,16 @@ impl Worker {
                     return;
                 }
             };
-            self.register_conn(stream, peer);
+            self.register_conn(stream, peer, kind);
         }
     }
 
-    fn register_conn(&mut self, mut stream: TcpStream, peer: std::net::SocketAddr) {
+    fn register_conn(
+        &mut self,
+        mut stream: TcpStream,
+        peer: std::net::SocketAddr,
+        kind: ListenerKind,
+    ) {
         let limit = self.shared.config.limits.max_connections;
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel);
         if count >= limit {
@@ -200,8 +214,9 @@ impl Worker {
             warn!(%peer, error = %e, "failed to register connection");
             return;
         }
-        debug!(conn = id, %peer, "connection accepted");
-        entry.insert(Conn::new(id, stream, peer, Instant::now()));
+        debug!(conn = id, %peer, ?kind, "connection accepted");
+        let transport = Transport::accept(stream, kind, &self.ws_settings);
+        entry.insert(Conn::new(id, transport, peer, Instant::now()));
     }
 
     pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
@@ -241,20 +256,29 @@ impl Worker {
                 conn.read_paused = true;
                 return;
             }
-            match conn.stream.read(&mut self.read_chunk) {
-                Ok(0) => {
+            match conn
+                .transport
+                .read(&mut self.read_chunk, &mut conn.read_buf)
+            {
+                Ok(ReadOutcome::Closed) => {
                     conn.read_closed = true;
                     self.on_peer_closed(token);
                     return;
                 }
-                Ok(n) => {
-                    conn.read_buf.extend_from_slice(&self.read_chunk[..n]);
+                Ok(ReadOutcome::Data(n)) => {
                     conn.last_read = Instant::now();
                     conn.ping_sent = false;
                     total += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(ReadOutcome::WouldBlock) => return,
+                Err(TransportError::TooLarge(e)) => {
+                    self.fail_conn(token, ErrorCode::FrameTooLarge, e);
+                    return;
+                }
+                Err(TransportError::WebSocket(e)) => {
+                    self.fail_conn(token, ErrorCode::MalformedFrame, e);
+                    return;
+                }
                 Err(e) => {
                     if self.log_limiter.allow() {
                         info!(conn = conn.id, peer = %conn.peer, error = %e, "read failed");
@@ -302,7 +326,8 @@ impl Worker {
         if before_hello {
             // The peer sent no valid preamble, so it gets ours first to make the ERROR
             // readable by a chorus client that speaks another version.
-            conn.out.push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
+            conn.out
+                .push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
         }
         conn.phase = Phase::Closing;
         let frame = Frame::Error(ErrorFrame {
@@ -336,8 +361,11 @@ impl Worker {
                 }
             }
         }
-        if let Err(e) = self.poll.registry().deregister(&mut conn.stream) {
-            debug!(conn = conn.id, error = %e, "failed to deregister connection");
+        conn.transport.close();
+        if let Some(socket) = conn.transport.socket() {
+            if let Err(e) = self.poll.registry().deregister(socket) {
+                debug!(conn = conn.id, error = %e, "failed to deregister connection");
+            }
         }
         self.to_flush.remove(&token);
         self.catching_up.remove(&token);
@@ -361,7 +389,7 @@ impl Worker {
             let Some(conn) = self.conn_mut(token) else {
                 continue;
             };
-            match conn.out.write_to(&mut conn.stream) {
+            match conn.transport.write(&mut conn.out) {
                 Ok(true) if conn.phase == Phase::Closing => self.close_conn(token),
                 Ok(_) => {
                     if conn.read_paused && conn.out.bytes() < limit {
@@ -431,9 +459,15 @@ impl Worker {
     /// Commits what is pending, tells every connection the broker is stopping, and drops them.
     fn shutdown(&mut self) {
         self.end_iteration();
-        let tokens: Vec<Token> = self.conns.iter().map(|(i, _)| Token(i + FIRST_CONN)).collect();
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .map(|(i, _)| Token(i + FIRST_CONN))
+            .collect();
         for token in &tokens {
-            let conn = self.conn_mut(*token).expect("collected from the slab above");
+            let conn = self
+                .conn_mut(*token)
+                .expect("collected from the slab above");
             let frame = Frame::Error(ErrorFrame {
                 code: ErrorCode::ShuttingDown,
                 close: true,
@@ -442,7 +476,7 @@ impl Worker {
             });
             conn.out.push(frame.to_bytes());
             // Best effort: a client that does not read in time misses the notice.
-            let _ = conn.out.write_to(&mut conn.stream);
+            let _ = conn.transport.write(&mut conn.out);
         }
         for token in tokens {
             self.close_conn(token);

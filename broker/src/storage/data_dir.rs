@@ -138,9 +138,6 @@ impl DataDir {
 }
 
 /// Takes the exclusive lock on the open lock file, failing at once if another holder has it.
-// NOTE: File::try_lock is stable since Rust 1.89, above the workspace's declared
-// rust-version of 1.85; the crate needs Rust 1.89 or newer to build.
-#[allow(clippy::incompatible_msrv)]
 fn lock_exclusive(lock: &File, path: &Path) -> Result<(), StorageError> {
     match lock.try_lock() {
         Ok(()) => Ok(()),

@@ -2,6 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
+pub mod raw;
+
+use std::collections::BTreeSet;
+use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,26 +17,44 @@ use std::time::{Duration, Instant};
 /// How long a broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A chorusd process on an ephemeral loopback port, stopped when dropped.
+/// How long a broker may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Worker threads a test broker runs unless the test passes `--workers`: two, so that fan-out
+/// between workers is exercised on any machine.
+const DEFAULT_WORKERS: &str = "2";
+
+/// Log lines printed when a test fails while a broker runs.
+const LOG_TAIL_ON_FAILURE: usize = 80;
+
+/// A chorusd process on a loopback port, killed when dropped.
 pub struct Broker {
     child: Option<Child>,
+    pid: u32,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Broker {
-    /// Starts chorusd with its data in `data_dir` and any extra flags.
+    /// Starts chorusd with its data in `data_dir` and any extra flags, on an ephemeral port.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
         Broker::start_on(data_dir, "127.0.0.1:0", extra)
     }
 
     /// Starts chorusd listening on `listen`, which may name port 0.
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chorusd"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", listen, "--log", "info,chorus_broker=debug"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chorusd"));
+        command.arg("--data-dir").arg(data_dir).args([
+            "--listen",
+            listen,
+            "--log",
+            "info,chorus_broker=debug",
+        ]);
+        if !extra.contains(&"--workers") {
+            command.args(["--workers", DEFAULT_WORKERS]);
+        }
+        let mut child = command
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -55,12 +78,17 @@ impl Broker {
                 break addr;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("chorusd exited with {status} before listening; log:\n{}", log.lock().unwrap().join("\n"));
+                let lines = log.lock().unwrap().join("\n");
+                panic!("chorusd exited with {status} before listening; log:\n{lines}");
             }
-            assert!(Instant::now() < deadline, "chorusd did not start listening in time");
+            assert!(
+                Instant::now() < deadline,
+                "chorusd did not start listening in time"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Broker {
+            pid: child.id(),
             child: Some(child),
             addr,
             data_dir: data_dir.to_owned(),
@@ -71,6 +99,35 @@ impl Broker {
     /// Returns the address as "host:port" for the client.
     pub fn addr_string(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Returns the process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Returns whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Returns the resident set size of the process in bytes, from `/proc/<pid>/status`.
+    pub fn rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}"));
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable VmRSS line {line:?}"));
+        kib * 1024
     }
 
     /// Returns the log lines written so far.
@@ -101,7 +158,7 @@ impl Broker {
         };
         let pid = child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.success();
@@ -126,6 +183,16 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let lines = self.log_lines();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+            eprintln!(
+                "chorusd {} log, last {} lines:\n{}",
+                self.pid,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         self.kill();
     }
 }
@@ -138,6 +205,48 @@ fn find_listen_addr(lines: &[String]) -> Option<SocketAddr> {
         let rest = &line[line.find("addr=")? + 5..];
         rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// A temporary directory that holds a broker's data directory (`data/`) and, when a test
+/// needs one, its configuration file, so that the data directory contains only what the
+/// broker writes.
+pub struct TestDir {
+    root: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir {
+            root: tempfile::tempdir().expect("failed to create a temporary directory"),
+        }
+    }
+
+    /// Returns the directory that contains the data directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Returns the broker's data directory, which the broker creates on start.
+    pub fn data(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// Writes a TOML configuration file next to the data directory and returns its path.
+    pub fn write_config(&self, text: &str) -> String {
+        let path = self.root.path().join("chorusd.toml");
+        fs::write(&path, text).expect("failed to write the configuration file");
+        path.to_str().expect("temporary paths are UTF-8").to_owned()
+    }
+}
+
+/// Returns the names of the entries in `dir`, or an empty set when it does not exist.
+pub fn list_dir(dir: &Path) -> BTreeSet<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return BTreeSet::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns the last result.
