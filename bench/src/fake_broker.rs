@@ -20,7 +20,7 @@ use chorus_protocol::{
 /// Stream id the fake broker gives its topic once the first comment is stored.
 const STREAM: u64 = 7;
 
-/// Longest time the broker accepts connections; tests finish well within it.
+/// Max time the broker accepts connections; tests finish well within it.
 const LIFETIME: Duration = Duration::from_secs(60);
 
 /// A fault the broker injects into deliveries.
@@ -31,6 +31,8 @@ pub(crate) enum Fault {
     Drop(u64),
     /// Deliver the comment stored at this offset twice.
     Duplicate(u64),
+    /// Store and deliver comments but never acknowledge them.
+    NoAcks,
 }
 
 #[derive(Debug)]
@@ -165,6 +167,9 @@ fn handle(frame: Frame, writer: &mut TcpStream, topic: &Mutex<Topic>, fault: Fau
                 for _ in 0..copies {
                     let _ = subscriber.write_all(&events);
                 }
+            }
+            if fault == Fault::NoAcks {
+                return true;
             }
             let ack = Frame::PublishAck(PublishAck {
                 seq: p.seq,

@@ -13,6 +13,7 @@ mod progress;
 mod publisher;
 mod replay;
 mod report;
+mod scenarios;
 mod state;
 mod subscriber;
 mod summary;
@@ -35,12 +36,27 @@ struct Cli {
 enum Command {
     /// Publish a recorded or synthetic chat through the broker and check every delivery.
     Replay(replay::ReplayArgs),
+    /// Fan one topic out to many subscribers at a fixed rate or as fast as possible.
+    Fanout(scenarios::fanout::FanoutArgs),
+    /// Publish to many topics with subscribers spread over them.
+    Topics(scenarios::topics::TopicsArgs),
+    /// Hold many idle subscribed connections and measure the broker's memory per connection.
+    Idle(scenarios::idle::IdleArgs),
+    /// Publish at a steady rate that jumps for a while, and compare latency around the jump.
+    Spike(scenarios::spike::SpikeArgs),
+    /// Mix slow subscribers with fast ones and check that the fast ones do not notice.
+    Slow(scenarios::slow::SlowArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Fanout(args) => scenarios::fanout::run(args),
+        Command::Topics(args) => scenarios::topics::run(args),
+        Command::Idle(args) => scenarios::idle::run(args),
+        Command::Spike(args) => scenarios::spike::run(args),
+        Command::Slow(args) => scenarios::slow::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

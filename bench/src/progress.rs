@@ -1,6 +1,8 @@
 //! Progress bars on stderr for published and delivered comments.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// Two bars: comments published, and deliveries over all subscribers.
 #[derive(Debug)]
@@ -38,9 +40,12 @@ impl Progress {
 }
 
 fn bar(len: u64, label: &'static str) -> ProgressBar {
-    let template = "{prefix:>9} [{bar:40}] {human_pos}/{human_len} {per_sec:>12} {elapsed_precise}";
+    let template = "{prefix:>9} [{bar:40}] {human_pos}/{human_len} {rate:>10} {elapsed_precise}";
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        })
         .progress_chars("=> ");
     ProgressBar::new(len).with_style(style).with_prefix(label)
 }

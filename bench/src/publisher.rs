@@ -42,6 +42,8 @@ pub(crate) struct PublisherOutcome {
     pub(crate) acked: u64,
     pub(crate) rejected: u64,
     pub(crate) ack_latency: Histogram<u64>,
+    /// Time of the last ack, in nanoseconds of the run clock.
+    pub(crate) last_ack_nanos: Option<u64>,
     pub(crate) errors: ErrorLog,
 }
 
@@ -67,6 +69,7 @@ struct ReaderOutcome {
     acked: u64,
     rejected: u64,
     ack_latency: Histogram<u64>,
+    last_ack_nanos: Option<u64>,
     errors: ErrorLog,
 }
 
@@ -143,6 +146,7 @@ impl Publisher {
             acked: 0,
             rejected: 0,
             ack_latency: new_histogram(),
+            last_ack_nanos: None,
             errors: panicked(id, "ack reader"),
         });
         let mut errors = write.errors;
@@ -154,6 +158,7 @@ impl Publisher {
             acked: read.acked,
             rejected: read.rejected + write.too_large,
             ack_latency: read.ack_latency,
+            last_ack_nanos: read.last_ack_nanos,
             errors,
         }
     }
@@ -255,6 +260,7 @@ impl ReadTask {
             acked: 0,
             rejected: 0,
             ack_latency: new_histogram(),
+            last_ack_nanos: None,
             errors: ErrorLog::default(),
         };
         while !self.sends.all_acked(outcome.acked) && !self.state.should_stop() {
@@ -263,6 +269,7 @@ impl ReadTask {
                     let received = self.state.now_nanos();
                     self.window.release();
                     outcome.acked += 1;
+                    outcome.last_ack_nanos = Some(received);
                     RunState::bump(&self.state.acked);
                     if ack.code != ErrorCode::Ok {
                         outcome.rejected += 1;

@@ -126,6 +126,9 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub(crate) connect_timeout: f64,
 
+    #[command(flatten)]
+    pub(crate) tls: net::TlsArgs,
+
     /// Print the summary as JSON on stdout, and the text summary on stderr.
     #[arg(long)]
     pub(crate) json: bool,
@@ -208,6 +211,10 @@ fn execute(args: &ReplayArgs) -> anyhow::Result<Summary> {
     let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     let readies = subscribe_all(args, &state, connect_timeout)?;
     let connections = connect_publishers(args, connect_timeout)?;
+    let server_name = connections
+        .first()
+        .map(|(writer, _)| writer.welcome().server_name.clone())
+        .unwrap_or_default();
     eprintln!(
         "publishing {} comments on {} through {} publisher(s) to {} subscriber(s)",
         state.workload.len(),
@@ -236,7 +243,12 @@ fn execute(args: &ReplayArgs) -> anyhow::Result<Summary> {
         .collect();
 
     let timeout = Duration::from_secs_f64(args.timeout);
-    let mut end = wait_for_end(&state, &publishers, &subscribers, &progress, timeout);
+    let schedule = Schedule::new(&state.workload, plan);
+    let threads = Threads {
+        publishers: &publishers,
+        subscribers: &subscribers,
+    };
+    let mut end = wait_for_end(&state, threads, &schedule, &progress, timeout);
     progress.finish();
     let publisher_outcomes = collect_publishers(publishers, &mut end.errors);
     let subscriber_outcomes = collect_subscribers(subscribers, &state, &mut end.errors);
@@ -247,6 +259,7 @@ fn execute(args: &ReplayArgs) -> anyhow::Result<Summary> {
         errors: end.errors,
         start_nanos: state.nanos_at(plan.start),
         end_nanos: end.end_nanos,
+        server_name,
     };
     Ok(summarize(outcomes, &state, date, parameters))
 }
@@ -279,7 +292,8 @@ fn subscribe_all(
 ) -> anyhow::Result<Vec<subscriber::Ready>> {
     (0..args.subscribers)
         .map(|id| {
-            let options = net::options(format!("chorus-bench/sub-{id}"), connect_timeout);
+            let name = format!("chorus-bench/sub-{id}");
+            let options = net::options(name, connect_timeout, args.tls.options());
             subscriber::subscribe(&args.server, &options, state)
                 .with_context(|| format!("subscriber {id}"))
         })
@@ -297,7 +311,8 @@ fn connect_publishers(
 > {
     (0..args.publishers)
         .map(|id| {
-            let options = net::options(format!("chorus-bench/pub-{id}"), connect_timeout);
+            let name = format!("chorus-bench/pub-{id}");
+            let options = net::options(name, connect_timeout, args.tls.options());
             publisher::connect(&args.server, &options).with_context(|| format!("publisher {id}"))
         })
         .collect()
@@ -310,18 +325,55 @@ struct End {
     errors: Vec<String>,
 }
 
+/// Send times of all comments in increasing order, to tell a quiet stretch of the chat from a
+/// stalled publisher.
+struct Schedule {
+    due: Vec<Instant>,
+}
+
+impl Schedule {
+    fn new(workload: &Workload, plan: PublishPlan) -> Schedule {
+        let mut due: Vec<Instant> = (0..workload.len())
+            .map(|i| plan.start + plan.speed.due(workload.comment(i).at))
+            .collect();
+        due.sort_unstable();
+        Schedule { due }
+    }
+
+    /// Returns when the next comment is due after `published` were sent.
+    ///
+    /// Publishers send in time order, so this is the `published`-th send time. It is exact
+    /// with one publisher and an estimate with several.
+    fn next_due(&self, published: u64) -> Option<Instant> {
+        usize::try_from(published)
+            .ok()
+            .and_then(|n| self.due.get(n).copied())
+    }
+}
+
+/// The threads of a run.
+#[derive(Clone, Copy)]
+struct Threads<'a> {
+    publishers: &'a [Publisher],
+    subscribers: &'a [JoinHandle<SubscriberOutcome>],
+}
+
 /// Updates progress until every thread is done, the deadline after the last publish has passed,
 /// or publishing stalls.
 ///
-/// Publishing counts as stalled when no publish went out for `timeout` although writers are
-/// still running, for example because the in-flight window is full and acks stopped coming.
+/// Publishing counts as stalled when no publish went out for `timeout` after one was due, for
+/// example because the in-flight window is full and acks stopped coming.
 fn wait_for_end(
     state: &RunState,
-    publishers: &[Publisher],
-    subscribers: &[JoinHandle<SubscriberOutcome>],
+    threads: Threads<'_>,
+    schedule: &Schedule,
     progress: &Progress,
     timeout: Duration,
 ) -> End {
+    let Threads {
+        publishers,
+        subscribers,
+    } = threads;
     let mut errors = Vec::new();
     let mut last_published = 0;
     let mut last_progress = Instant::now();
@@ -344,7 +396,10 @@ fn wait_for_end(
             state.set_deadline(timeout);
             deadline = Some(now + timeout);
         }
-        if deadline.is_none() && now.duration_since(last_progress) > timeout.max(TICK) {
+        let waiting_since = schedule
+            .next_due(published)
+            .map_or(last_progress, |due| due.max(last_progress));
+        if deadline.is_none() && now.saturating_duration_since(waiting_since) > timeout.max(TICK) {
             errors.push(format!(
                 "publishing stalled: no publish for {:.1} s with {published} of {} sent",
                 timeout.as_secs_f64(),
@@ -447,7 +502,9 @@ mod tests {
     use super::*;
     use crate::fake_broker::{FakeBroker, Fault};
 
+    /// Parses replay arguments; a repeated option overrides the earlier value.
     #[derive(Debug, Parser)]
+    #[command(args_override_self = true)]
     struct TestCli {
         #[command(flatten)]
         args: ReplayArgs,
@@ -526,6 +583,42 @@ mod tests {
             &synthetic_with("max", &["--limit", "25", "--subscribers", "1"]),
         );
         assert_eq!(summary.published, 25);
+        assert!(summary.passed, "{}", render_text(&summary));
+    }
+
+    #[test]
+    fn missing_acks_stall_publishing() {
+        let broker = FakeBroker::start(Fault::NoAcks);
+        let argv = synthetic_with("max", &["--max-in-flight", "5", "--timeout", "0.3"]);
+        let summary = replay(&broker, &argv);
+        assert!(!summary.passed);
+        assert_eq!(summary.published, 5);
+        assert_eq!(summary.unacked, 5);
+        let stalled = summary
+            .errors
+            .iter()
+            .any(|e| e.starts_with("publishing stalled"));
+        assert!(stalled, "errors: {:?}", summary.errors);
+    }
+
+    #[test]
+    fn quiet_chat_is_not_a_stall() {
+        // About 0.5 s between comments, longer than the 0.2 s timeout.
+        let broker = FakeBroker::start(Fault::None);
+        let argv = [
+            "--synthetic",
+            "--rate",
+            "2",
+            "--spike-every",
+            "0",
+            "--limit",
+            "3",
+            "--timeout",
+            "0.2",
+            "--subscribers",
+            "1",
+        ];
+        let summary = replay(&broker, &argv);
         assert!(summary.passed, "{}", render_text(&summary));
     }
 

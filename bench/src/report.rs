@@ -83,16 +83,22 @@ pub(crate) struct Missing {
 pub(crate) struct Summary {
     /// Start of the run, RFC 3339 in UTC.
     pub(crate) date: String,
+    /// Server name and version from the broker's WELCOME.
+    pub(crate) server_name: String,
     pub(crate) parameters: Parameters,
     pub(crate) comments: u64,
     pub(crate) publishers: usize,
     pub(crate) subscribers: usize,
     /// From the start of publishing to the last delivery, or to the end of the wait.
     pub(crate) duration_secs: f64,
-    /// From the start of publishing to the last publish.
+    /// From the start of publishing to the last publish handed to the client library.
     pub(crate) publish_secs: f64,
     pub(crate) published: u64,
     pub(crate) published_per_sec: f64,
+    /// From the start of publishing to the last ack.
+    pub(crate) ack_secs: f64,
+    /// Acks per second; unlike `published_per_sec` it does not count publishes still buffered.
+    pub(crate) acked_per_sec: f64,
     /// First-time deliveries per second, added up over subscribers.
     pub(crate) delivered_per_sec: f64,
     pub(crate) acked: u64,
@@ -158,8 +164,8 @@ fn write_throughput(out: &mut String, s: &Summary) {
     let p = &s.parameters;
     let _ = writeln!(
         out,
-        "replay of {} comments on topic {} at {} (speed {})",
-        s.comments, p.topic, p.server, p.speed
+        "replay of {} comments on topic {} at {} ({}), speed {}",
+        s.comments, p.topic, p.server, s.server_name, p.speed
     );
     let _ = writeln!(
         out,
@@ -173,8 +179,8 @@ fn write_throughput(out: &mut String, s: &Summary) {
     );
     let _ = writeln!(
         out,
-        "published    {} ({:.1}/s), acked {}, rejected {}, unacked {}",
-        s.published, s.published_per_sec, s.acked, s.rejected, s.unacked
+        "published    {} ({:.1}/s), acked {} ({:.1}/s), rejected {}, unacked {}",
+        s.published, s.published_per_sec, s.acked, s.acked_per_sec, s.rejected, s.unacked
     );
     let _ = writeln!(
         out,
@@ -259,6 +265,7 @@ mod tests {
         };
         Summary {
             date: "2026-01-01T00:00:00Z".to_owned(),
+            server_name: "chorusd/0.1.0".to_owned(),
             parameters,
             comments: 10,
             publishers: 1,
@@ -267,6 +274,8 @@ mod tests {
             publish_secs: 0.5,
             published: 10,
             published_per_sec: 20.0,
+            ack_secs: 0.5,
+            acked_per_sec: 20.0,
             delivered_per_sec: 20.0,
             acked: 10,
             rejected: 0,

@@ -1,10 +1,11 @@
 //! Subscriber connections that receive every comment and check it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use anyhow::{bail, Context};
-use chorus_client::{ClientError, Connection, Frame, Options, StartAt, Subscribed};
+use chorus_client::{ClientError, Connection, Events, Frame, Options, StartAt, Subscribed};
 use hdrhistogram::Histogram;
 
 use crate::checker::{Counts, DeliveryChecker};
@@ -85,56 +86,87 @@ fn receive(id: usize, ready: Ready, state: &RunState) -> SubscriberOutcome {
         mut connection,
         subscribed,
     } = ready;
-    let mut checker = DeliveryChecker::new(subscribed.start, &state.workload);
-    let mut latency = new_histogram();
-    let mut errors = ErrorLog::default();
-    let mut last_delivery = None;
-    let mut stream = subscribed.stream;
+    let mut tally = Tally {
+        checker: DeliveryChecker::new(subscribed.start, &state.workload),
+        latency: new_histogram(),
+        errors: ErrorLog::default(),
+        stream: subscribed.stream,
+        last_delivery: None,
+    };
 
-    while !checker.is_complete() && !state.should_stop() {
+    while !tally.checker.is_complete() && !state.should_stop() {
         match connection.recv() {
-            Ok(Frame::Events(events)) => {
-                let received = state.now_nanos();
-                // A topic that had no comments yet may report stream 0 in SUBSCRIBED, and its
-                // first EVENTS then carry the stream id it got when the first comment was stored.
-                if stream == 0 {
-                    stream = events.stream();
-                }
-                if events.stream() != stream {
-                    let message = format!("stream id changed from {stream} to {}", events.stream());
-                    errors.push(message);
-                    stream = events.stream();
-                }
-                for event in events.iter() {
-                    let Some(index) = checker.check(&state.workload, event.offset, &event.payload)
-                    else {
-                        continue;
-                    };
-                    RunState::bump(&state.delivered);
-                    last_delivery = Some(received);
-                    if let Some(sent) = state.send_nanos(index) {
-                        record_latency(&mut latency, received.saturating_sub(sent));
-                    }
-                }
-            }
+            Ok(Frame::Events(events)) => tally.add_events(&events, state),
             Ok(_) => {}
             Err(e) if is_timeout(&e) => {}
-            Err(e @ ClientError::Server { close: false, .. }) => errors.push(e.to_string()),
+            Err(e @ ClientError::Server { close: false, .. }) => tally.errors.push(e.to_string()),
             Err(e) => {
-                errors.push(format!("receiving events failed: {e}"));
+                tally.errors.push(format!("receiving events failed: {e}"));
                 break;
             }
         }
     }
+    tally.finish(id)
+}
 
-    let missing = checker.missing().count() as u64;
-    SubscriberOutcome {
-        id,
-        counts: checker.counts(),
-        deliver_latency: latency,
-        missing,
-        missing_examples: checker.missing().take(MISSING_EXAMPLES).collect(),
-        last_delivery_nanos: last_delivery,
-        errors,
+/// Delivery state of one subscriber thread: checks, latencies and errors.
+struct Tally {
+    checker: DeliveryChecker,
+    latency: Histogram<u64>,
+    errors: ErrorLog,
+    /// Stream id of the topic as last seen.
+    stream: u64,
+    last_delivery: Option<u64>,
+}
+
+impl Tally {
+    fn add_events(&mut self, events: &Events, state: &RunState) {
+        let received = state.now_nanos();
+        // A topic that had no comments yet may report stream 0 in SUBSCRIBED, and its first
+        // EVENTS then carry the stream id it got when the first comment was stored.
+        if self.stream == 0 {
+            self.stream = events.stream();
+        }
+        if events.stream() != self.stream {
+            let message = format!(
+                "stream id changed from {} to {}",
+                self.stream,
+                events.stream()
+            );
+            self.errors.push(message);
+            self.stream = events.stream();
+        }
+
+        let mut first_time = 0;
+        for event in events.iter() {
+            let checked = self
+                .checker
+                .check(&state.workload, event.offset, &event.payload);
+            let Some(index) = checked else {
+                continue;
+            };
+            first_time += 1;
+            if let Some(sent) = state.send_nanos(index) {
+                record_latency(&mut self.latency, received.saturating_sub(sent));
+            }
+        }
+        if first_time > 0 {
+            self.last_delivery = Some(received);
+            // One shared update per frame: a per-event update contends across hundreds of
+            // subscriber threads.
+            state.delivered.fetch_add(first_time, Ordering::Relaxed);
+        }
+    }
+
+    fn finish(self, id: usize) -> SubscriberOutcome {
+        SubscriberOutcome {
+            id,
+            counts: self.checker.counts(),
+            deliver_latency: self.latency,
+            missing: self.checker.missing().count() as u64,
+            missing_examples: self.checker.missing().take(MISSING_EXAMPLES).collect(),
+            last_delivery_nanos: self.last_delivery,
+            errors: self.errors,
+        }
     }
 }

@@ -22,6 +22,8 @@ pub(crate) struct RunOutcomes {
     pub(crate) start_nanos: u64,
     /// End of the wait for acks and deliveries, in nanoseconds of the run clock.
     pub(crate) end_nanos: u64,
+    /// Server name and version from the broker's WELCOME.
+    pub(crate) server_name: String,
 }
 
 /// Builds the summary of a run.
@@ -80,10 +82,17 @@ pub(crate) fn summarize(
     let secs_since_start = |nanos: u64| nanos.saturating_sub(outcomes.start_nanos) as f64 / 1e9;
     let duration_secs = secs_since_start(end_nanos);
     let publish_secs = state.last_send_nanos().map_or(0.0, secs_since_start);
+    let last_ack = outcomes
+        .publishers
+        .iter()
+        .filter_map(|p| p.last_ack_nanos)
+        .max();
+    let ack_secs = last_ack.map_or(0.0, secs_since_start);
 
     let published = RunState::count(&state.published);
     let mut summary = Summary {
         date,
+        server_name: outcomes.server_name,
         parameters,
         comments,
         publishers: publisher_count,
@@ -92,6 +101,8 @@ pub(crate) fn summarize(
         publish_secs: round_to(publish_secs, 3),
         published,
         published_per_sec: per_sec(published, publish_secs),
+        ack_secs: round_to(ack_secs, 3),
+        acked_per_sec: per_sec(acked, ack_secs),
         delivered_per_sec: per_sec(counts.delivered, duration_secs),
         acked,
         rejected,

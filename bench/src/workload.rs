@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// One comment to publish.
@@ -32,7 +31,10 @@ pub(crate) struct Payload {
 #[derive(Debug)]
 pub(crate) struct Workload {
     comments: Vec<Comment>,
-    payloads: Vec<Bytes>,
+    /// Every payload back to back, so subscribers comparing payloads read adjacent memory.
+    payloads: Vec<u8>,
+    /// Start of each payload in `payloads`, and its end as one more entry.
+    payload_starts: Vec<usize>,
     publisher_of: Vec<u32>,
     publishers: usize,
 }
@@ -42,15 +44,18 @@ impl Workload {
     /// authors to `publishers` round-robin in order of their first comment.
     pub(crate) fn new(comments: Vec<Comment>, publishers: usize) -> Workload {
         let publishers = publishers.max(1);
-        let payloads = comments
-            .iter()
-            .enumerate()
-            .map(|(index, c)| encode_payload(index as u64, &c.author, &c.text))
-            .collect();
+        let mut payloads = Vec::new();
+        let mut payload_starts = Vec::with_capacity(comments.len() + 1);
+        for (index, c) in comments.iter().enumerate() {
+            payload_starts.push(payloads.len());
+            payloads.extend_from_slice(&encode_payload(index as u64, &c.author, &c.text));
+        }
+        payload_starts.push(payloads.len());
         let publisher_of = assign_publishers(&comments, publishers);
         Workload {
             comments,
             payloads,
+            payload_starts,
             publisher_of,
             publishers,
         }
@@ -68,8 +73,8 @@ impl Workload {
         &self.comments[index]
     }
 
-    pub(crate) fn payload(&self, index: usize) -> &Bytes {
-        &self.payloads[index]
+    pub(crate) fn payload(&self, index: usize) -> &[u8] {
+        &self.payloads[self.payload_starts[index]..self.payload_starts[index + 1]]
     }
 
     /// Returns the publisher that sends comment `index`.
@@ -86,7 +91,7 @@ impl Workload {
 }
 
 /// Encodes the payload of comment `index`.
-pub(crate) fn encode_payload(index: u64, author: &str, text: &str) -> Bytes {
+pub(crate) fn encode_payload(index: u64, author: &str, text: &str) -> Vec<u8> {
     #[derive(Serialize)]
     struct PayloadRef<'a> {
         i: u64,
@@ -99,8 +104,7 @@ pub(crate) fn encode_payload(index: u64, author: &str, text: &str) -> Bytes {
         t: text,
     };
     // Serializing a struct of an integer and two strings into a Vec cannot fail.
-    let json = serde_json::to_vec(&payload).unwrap_or_default();
-    Bytes::from(json)
+    serde_json::to_vec(&payload).unwrap_or_default()
 }
 
 /// Decodes a received payload; `None` when it is not a payload of this bench.

@@ -29,6 +29,15 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub ws_listen: Vec<SocketAddr>,
 
+    /// Address of the HTTP admin endpoint and Prometheus metrics [default: 127.0.0.1:7480].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Role of this node: "origin" stores topics and assigns offsets, "relay" serves them from
+    /// the upstreams in the [relay] section [default: origin].
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<crate::config::Role>,
+
     /// Number of event-loop threads [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,

@@ -4,9 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chorus_protocol::Topic;
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{FsyncPolicy, LogConfig};
+use crate::admin::AdminConfig;
+pub use crate::relay::config::{ClusterConfig, RelayConfig, RelayTlsConfig, Role};
+use crate::storage::{FsyncPolicy, LogConfig, TopicPattern};
+use crate::tls::TlsConfig;
 
 /// Everything chorusd needs to run, after the file and the flags are merged.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -24,6 +28,18 @@ pub struct Config {
     pub storage: StorageConfig,
     /// WebSocket listener for browsers.
     pub websocket: WebSocketConfig,
+    /// TLS listeners and certificates.
+    pub tls: TlsConfig,
+    /// HTTP admin endpoint and Prometheus metrics.
+    pub admin: AdminConfig,
+    /// "origin" (the default) or "relay".
+    pub role: Role,
+    /// This node's id in the relay tree, for loop detection; empty picks a random id at start.
+    pub node_id: String,
+    /// Upstream links of a relay.
+    pub relay: RelayConfig,
+    /// Topic map over several origins.
+    pub cluster: ClusterConfig,
 }
 
 /// WebSocket listener settings. The listener carries the same protocol frames as the TCP
@@ -85,6 +101,41 @@ pub struct StorageConfig {
     pub fsync_interval_ms: u64,
     /// Read segments through memory maps (true) or with plain reads (false).
     pub use_mmap: bool,
+    /// Milliseconds of broker time after its first record past which a segment is closed, less
+    /// a random per-topic jitter of up to a tenth; 0 closes segments by size only.
+    pub segment_ms: u64,
+    /// Milliseconds a closed segment is kept after its newest record; 0 keeps every segment.
+    pub retention_ms: u64,
+    /// Bytes of segment files a topic may keep before its oldest closed segments are deleted;
+    /// 0 sets no limit.
+    pub retention_bytes: u64,
+    /// Milliseconds without a publish after which a topic with no subscribers is deleted
+    /// entirely; 0 keeps idle topics.
+    pub topic_idle_delete_ms: u64,
+    /// Milliseconds between two retention checks of every topic.
+    pub retention_check_interval_ms: u64,
+    /// Settings for topics whose names match a pattern; the first match applies.
+    pub topics: Vec<TopicStorageConfig>,
+}
+
+/// Storage settings for the topics whose names match `pattern`, in a `[[storage.topics]]`
+/// table. Keys it omits keep the broker-wide `[storage]` value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicStorageConfig {
+    /// Topic names this applies to: `*` matches within one `/`-separated segment, `**` across
+    /// segments.
+    pub pattern: TopicPattern,
+    /// Overrides `storage.retention_ms`.
+    pub retention_ms: Option<u64>,
+    /// Overrides `storage.retention_bytes`.
+    pub retention_bytes: Option<u64>,
+    /// Overrides `storage.topic_idle_delete_ms`.
+    pub topic_idle_delete_ms: Option<u64>,
+    /// Overrides `storage.fsync`.
+    pub fsync: Option<FsyncMode>,
+    /// Overrides `storage.fsync_interval_ms`.
+    pub fsync_interval_ms: Option<u64>,
 }
 
 /// How often appended records are flushed to the disk.
@@ -133,6 +184,12 @@ impl Default for Config {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             websocket: WebSocketConfig::default(),
+            tls: TlsConfig::default(),
+            admin: AdminConfig::default(),
+            role: Role::Origin,
+            node_id: String::new(),
+            relay: RelayConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -159,6 +216,71 @@ impl Default for StorageConfig {
             fsync: FsyncMode::Never,
             fsync_interval_ms: 1000,
             use_mmap: true,
+            segment_ms: 24 * HOUR_MS,
+            retention_ms: 7 * 24 * HOUR_MS,
+            retention_bytes: 0,
+            topic_idle_delete_ms: 0,
+            retention_check_interval_ms: 60_000,
+            topics: Vec::new(),
+        }
+    }
+}
+
+/// Milliseconds in an hour.
+const HOUR_MS: u64 = 60 * 60 * 1000;
+
+impl StorageConfig {
+    /// Checks the storage values that parse but cannot work.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let defaults = self.log_config_with(None);
+        defaults
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("storage: {e}")))?;
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.retention_check_interval_ms must be above 0".into(),
+            ));
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            let mode = topic.fsync.unwrap_or(self.fsync);
+            let interval = topic.fsync_interval_ms.unwrap_or(self.fsync_interval_ms);
+            if mode == FsyncMode::Interval && interval == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.topics[{i}] (pattern {:?}) has fsync = \"interval\" with an \
+                     interval of 0 ms; set fsync_interval_ms above 0",
+                    topic.pattern.as_str()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the log settings with the values of `topic` where it sets them.
+    pub(crate) fn log_config_with(&self, topic: Option<&TopicStorageConfig>) -> LogConfig {
+        let mode = topic.and_then(|t| t.fsync).unwrap_or(self.fsync);
+        let interval_ms = topic
+            .and_then(|t| t.fsync_interval_ms)
+            .unwrap_or(self.fsync_interval_ms);
+        let fsync = match mode {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Never => FsyncPolicy::Never,
+            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(interval_ms)),
+        };
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            fsync,
+            use_mmap: self.use_mmap,
+            retention_ms: topic
+                .and_then(|t| t.retention_ms)
+                .unwrap_or(self.retention_ms),
+            retention_bytes: topic
+                .and_then(|t| t.retention_bytes)
+                .unwrap_or(self.retention_bytes),
+            topic_idle_delete_ms: topic
+                .and_then(|t| t.topic_idle_delete_ms)
+                .unwrap_or(self.topic_idle_delete_ms),
+            ..LogConfig::default()
         }
     }
 }
@@ -214,7 +336,21 @@ impl Config {
                     .into(),
             ));
         }
+        self.storage.validate()?;
+        self.admin.validate()?;
+        self.validate_tree()?;
         Ok(())
+    }
+
+    /// Checks the role, node id, relay and cluster settings.
+    fn validate_tree(&self) -> Result<(), ConfigError> {
+        if !self.node_id.is_empty() {
+            crate::relay::config::validate_node_id(&self.node_id)?;
+        }
+        if self.role == Role::Relay {
+            self.relay.validate(&self.cluster)?;
+        }
+        self.cluster.validate(self.role, &self.listen)
     }
 
     /// Returns the number of worker threads to start.
@@ -225,21 +361,20 @@ impl Config {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
-    /// Returns the segment log settings in the storage layer's terms.
+    /// Returns the broker-wide segment log settings in the storage layer's terms.
     pub fn log_config(&self) -> LogConfig {
-        let fsync = match self.storage.fsync {
-            FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Never => FsyncPolicy::Never,
-            FsyncMode::Interval => {
-                FsyncPolicy::Interval(Duration::from_millis(self.storage.fsync_interval_ms))
-            }
-        };
-        LogConfig {
-            segment_bytes: self.storage.segment_bytes,
-            fsync,
-            use_mmap: self.storage.use_mmap,
-            ..LogConfig::default()
-        }
+        self.storage.log_config_with(None)
+    }
+
+    /// Returns the segment log settings of `topic`: the broker-wide settings, with the values
+    /// of the first `[[storage.topics]]` entry whose pattern matches the topic's name.
+    pub fn log_config_for(&self, topic: &Topic) -> LogConfig {
+        let matched = self
+            .storage
+            .topics
+            .iter()
+            .find(|t| t.pattern.matches(topic.as_str()));
+        self.storage.log_config_with(matched)
     }
 }
 
@@ -273,6 +408,91 @@ mod tests {
     fn payload_close_to_frame_limit_is_invalid() {
         let mut config = Config::default();
         config.limits.max_payload = config.limits.max_frame;
+        assert!(config.validate().is_err());
+    }
+
+    const TOPIC_OVERRIDES: &str = r#"
+        [storage]
+        retention_ms = 1000
+        fsync = "never"
+        [[storage.topics]]
+        pattern = "live/*/final"
+        retention_ms = 5000
+        fsync = "always"
+        [[storage.topics]]
+        pattern = "live/**"
+        retention_bytes = 4096
+        fsync = "interval"
+    "#;
+
+    #[test]
+    fn first_matching_topic_override_applies() {
+        let config: Config = toml::from_str(TOPIC_OVERRIDES).unwrap();
+        let log = config.log_config_for(&Topic::new("live/cup/final").unwrap());
+        assert_eq!(log.retention_ms, 5000);
+        assert_eq!(log.retention_bytes, 0);
+        assert_eq!(log.fsync, FsyncPolicy::Always);
+    }
+
+    #[test]
+    fn later_override_applies_when_first_does_not_match() {
+        let config: Config = toml::from_str(TOPIC_OVERRIDES).unwrap();
+        let log = config.log_config_for(&Topic::new("live/cup/chat").unwrap());
+        assert_eq!(log.retention_ms, 1000);
+        assert_eq!(log.retention_bytes, 4096);
+        assert_eq!(
+            log.fsync,
+            FsyncPolicy::Interval(Duration::from_millis(1000))
+        );
+    }
+
+    #[test]
+    fn unmatched_topic_gets_broker_settings() {
+        let config: Config = toml::from_str(TOPIC_OVERRIDES).unwrap();
+        let log = config.log_config_for(&Topic::new("news").unwrap());
+        assert_eq!(log, config.log_config());
+    }
+
+    #[test]
+    fn storage_defaults_keep_a_week() {
+        let log = Config::default().log_config();
+        assert_eq!(log.retention_ms, 7 * 24 * 3600 * 1000);
+        assert_eq!(log.retention_bytes, 0);
+        assert_eq!(log.topic_idle_delete_ms, 0);
+        assert_eq!(log.segment_ms, 24 * 3600 * 1000);
+    }
+
+    #[test]
+    fn invalid_topic_pattern_is_rejected() {
+        let text = "[[storage.topics]]\npattern = \"live/***\"\n";
+        assert!(toml::from_str::<Config>(text).is_err());
+    }
+
+    #[test]
+    fn unknown_topic_override_key_is_rejected() {
+        let text = "[[storage.topics]]\npattern = \"a\"\nsegment_size = 1\n";
+        assert!(toml::from_str::<Config>(text).is_err());
+    }
+
+    #[test]
+    fn zero_topic_fsync_interval_is_invalid() {
+        let text =
+            "[[storage.topics]]\npattern = \"a\"\nfsync = \"interval\"\nfsync_interval_ms = 0\n";
+        let config: Config = toml::from_str(text).unwrap();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn zero_retention_check_interval_is_invalid() {
+        let mut config = Config::default();
+        config.storage.retention_check_interval_ms = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn tiny_segments_are_invalid() {
+        let mut config = Config::default();
+        config.storage.segment_bytes = 10;
         assert!(config.validate().is_err());
     }
 }

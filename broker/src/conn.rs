@@ -41,6 +41,8 @@ pub(crate) struct Subscription {
     /// Offset of the next comment this subscriber must receive.
     pub(crate) next: u64,
     pub(crate) delivery: Delivery,
+    /// Stream id that `next` belongs to; 0 until the topic has a stream.
+    pub(crate) stream: u64,
 }
 
 /// A client connection owned by one worker.
@@ -50,6 +52,8 @@ pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) transport: Transport,
     pub(crate) peer: SocketAddr,
+    /// Client name and version from HELLO, for the admin endpoint; empty before HELLO.
+    pub(crate) client_name: String,
     pub(crate) phase: Phase,
     pub(crate) read_buf: BytesMut,
     pub(crate) out: OutQueue,
@@ -63,6 +67,8 @@ pub(crate) struct Conn {
     /// Set while reading is paused because the outbound queue is full, so that a client that
     /// sends but does not read its acknowledgements is slowed by TCP instead of growing memory.
     pub(crate) read_paused: bool,
+    /// Publishes read from this connection whose acknowledgement waits for a commit.
+    pub(crate) pending_acks: usize,
 }
 
 impl Conn {
@@ -80,6 +86,8 @@ impl Conn {
             ping_sent: false,
             read_closed: false,
             read_paused: false,
+            pending_acks: 0,
+            client_name: String::new(),
         }
     }
 

@@ -57,7 +57,12 @@ impl Worker {
         committed
     }
 
-    fn distribute(&mut self, topic: &Arc<TopicState>, inner: &mut TopicInner, wake: &mut Vec<usize>) {
+    fn distribute(
+        &mut self,
+        topic: &Arc<TopicState>,
+        inner: &mut TopicInner,
+        wake: &mut Vec<usize>,
+    ) {
         let ready = std::mem::take(&mut inner.ready);
         if ready.is_empty() {
             return;
@@ -84,12 +89,16 @@ impl Worker {
     }
 
     fn answer_publish(&mut self, ack: PendingAck, committed: &Committed) {
+        if committed.result.is_ok_and(|end| ack.offset < end) {
+            self.record_publish(ack.received);
+        }
         let Some(conn) = self.conn_mut(ack.token) else {
             return;
         };
         if conn.id != ack.conn_id {
             return;
         }
+        conn.pending_acks = conn.pending_acks.saturating_sub(1);
         let frame = match committed.result {
             Ok(end) if ack.offset < end => Frame::PublishAck(PublishAck {
                 seq: ack.seq,
@@ -109,11 +118,12 @@ impl Worker {
 
     /// Queues each received batch for the local subscribers that are live and due for it.
     pub(crate) fn deliver_inbox(&mut self) {
-        let limit = self.shared.config.limits.outbound_queue_bytes;
+        let limit = self.limits.outbound_queue_bytes;
         while let Some((topic, batch)) = self.inbox.pop_front() {
             let Some(tokens) = self.local_subs.get(&topic.id) else {
                 continue;
             };
+            let (mut queued, mut behind) = (0, 0);
             for &token in tokens {
                 let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
                     continue;
@@ -121,34 +131,38 @@ impl Worker {
                 match offer_batch(conn, topic.id, &batch, limit) {
                     Offer::Queued => {
                         self.to_flush.insert(token);
+                        queued += 1;
                     }
                     Offer::Behind => {
                         self.catching_up.insert(token);
+                        behind += 1;
                     }
                     Offer::Skipped => {}
                 }
             }
+            self.record_delivery(&batch, queued, behind);
         }
     }
 
     /// Returns whether a catching-up subscriber has room in its queue for more from the log.
     pub(crate) fn catch_up_can_progress(&self) -> bool {
-        let low_water = self.shared.config.limits.outbound_queue_bytes / 2;
+        let low_water = self.limits.outbound_queue_bytes / 2;
         self.catching_up.iter().any(|token| {
-            self.conns
-                .get(token.0 - FIRST_CONN)
-                .is_some_and(|c| c.phase != crate::conn::Phase::Closing && c.out.bytes() < low_water)
+            self.conns.get(token.0 - FIRST_CONN).is_some_and(|c| {
+                c.phase != crate::conn::Phase::Closing && c.out.bytes() < low_water
+            })
         })
     }
 
     /// Feeds catching-up subscribers from the log while their queues are below half the limit,
     /// and switches each back to live batches once it reaches the end of the log.
     pub(crate) fn serve_catch_up(&mut self) {
-        let limits = &self.shared.config.limits;
+        let limits = &self.limits;
         let low_water = limits.outbound_queue_bytes / 2;
         let max_batch = limits.max_batch_bytes;
 
         let tokens: Vec<Token> = self.catching_up.iter().copied().collect();
+        let mut delivered = 0;
         for token in tokens {
             let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
                 self.catching_up.remove(&token);
@@ -157,7 +171,7 @@ impl Worker {
             if conn.phase == crate::conn::Phase::Closing {
                 continue;
             }
-            let failed = feed_from_log(conn, low_water, max_batch);
+            let failed = feed_from_log(conn, low_water, max_batch, &mut delivered);
             if conn.out.bytes() > 0 {
                 self.to_flush.insert(token);
             }
@@ -169,6 +183,7 @@ impl Worker {
                 self.remove_failed_subscription(token, &topic);
             }
         }
+        self.metrics().catch_up_deliveries.add(delivered);
     }
 
     fn remove_failed_subscription(&mut self, token: Token, topic: &Arc<TopicState>) {
@@ -199,7 +214,21 @@ fn offer_batch(conn: &mut Conn, topic_id: u64, batch: &Batch, limit: usize) -> O
     let Some(sub) = conn.subs.get_mut(&topic_id) else {
         return Offer::Skipped;
     };
-    if sub.delivery == Delivery::CatchUp || batch.end <= sub.next {
+    if sub.delivery == Delivery::CatchUp {
+        return Offer::Skipped;
+    }
+    if sub.stream != batch.stream {
+        if sub.stream != 0 {
+            // Only at a relay: the topic was recreated upstream, so the subscriber starts over
+            // on the new stream, from the cache.
+            sub.stream = batch.stream;
+            sub.next = 0;
+            sub.delivery = Delivery::CatchUp;
+            return Offer::Behind;
+        }
+        sub.stream = batch.stream;
+    }
+    if batch.end <= sub.next {
         return Offer::Skipped;
     }
     if batch.first != sub.next || queued + batch.frame.len() > limit {
@@ -211,17 +240,35 @@ fn offer_batch(conn: &mut Conn, topic_id: u64, batch: &Batch, limit: usize) -> O
     Offer::Queued
 }
 
+/// Moves a relay subscription (its stream id and next offset) to the stream its topic's cache
+/// holds. A subscription that had none adopts it; one on a replaced stream starts over at the
+/// new stream's first offset.
+fn follow_stream(sub_stream: &mut u64, next: &mut u64, stream: u64) {
+    if *sub_stream == stream {
+        return;
+    }
+    if *sub_stream != 0 {
+        *next = 0;
+    }
+    *sub_stream = stream;
+}
+
 /// Reads from the log for each catching-up subscription of `conn` until its queue reaches
-/// `low_water`. Returns the subscriptions whose log read failed, with the reason.
+/// `low_water`, adding the number of comments queued to `delivered`. Returns the subscriptions
+/// whose log read failed, with the reason.
 fn feed_from_log(
     conn: &mut Conn,
     low_water: usize,
     max_batch: usize,
+    delivered: &mut u64,
 ) -> Vec<(Arc<TopicState>, String)> {
     let mut failed = Vec::new();
     for sub in conn.subs.values_mut() {
         while sub.delivery == Delivery::CatchUp && conn.out.bytes() < low_water {
             let inner = sub.topic.inner.lock();
+            if let Some(relay) = inner.relay.as_ref() {
+                follow_stream(&mut sub.stream, &mut sub.next, relay.cache.stream());
+            }
             let position = inner.position();
             // Checked under the topic lock: every batch committed from here on starts at
             // `position.end`, so a subscriber at the end can join the live batches.
@@ -229,10 +276,24 @@ fn feed_from_log(
                 sub.delivery = Delivery::Live;
                 break;
             }
+            // NOTE: at a relay, `earliest` is the oldest cached comment, so a subscriber behind
+            // the cache skips to it and the offsets it receives jump. A deeper resume at a relay
+            // needs a larger relay.cache_comments.
             sub.next = sub.next.max(position.earliest);
             let Some(log) = inner.log.as_ref() else {
-                sub.delivery = Delivery::Live;
-                break;
+                let read = inner
+                    .relay
+                    .as_ref()
+                    .and_then(|relay| relay.cache.read_from(&sub.topic.name, sub.next));
+                let Some(read) = read else {
+                    sub.delivery = Delivery::Live;
+                    break;
+                };
+                drop(inner);
+                conn.out.push(read.frame);
+                sub.next = read.end;
+                *delivered += read.comments;
+                continue;
             };
             let mut builder = EventsFrameBuilder::new(&sub.topic.name, position.stream, max_batch);
             let mut bad_entry = None;
@@ -246,6 +307,7 @@ fn feed_from_log(
                 (Ok(summary), None) if summary.count > 0 => {
                     conn.out.push(builder.finish());
                     sub.next = summary.next_offset;
+                    *delivered += summary.count as u64;
                 }
                 (Ok(_), None) => break,
                 (Ok(_), Some(e)) => {

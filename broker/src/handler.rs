@@ -1,6 +1,8 @@
 //! What a worker does with each frame a client sends.
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::Instant;
 
 use chorus_protocol::{
     decode_preamble, DecodeError, Decoder, ErrorCode, ErrorFrame, Frame, Hello, Publish,
@@ -10,7 +12,7 @@ use mio::Token;
 use tracing::{debug, error};
 
 use crate::conn::{Delivery, Phase, Subscription};
-use crate::topics::Position;
+use crate::topics::{Position, TopicState};
 use crate::worker::{PendingAck, Worker};
 
 /// Bytes an EVENTS frame takes beyond its entries at most: header, longest topic, stream id and
@@ -20,7 +22,7 @@ const EVENTS_HEAD_ROOM: usize = chorus_protocol::HEADER_LEN + 1 + 255 + 8 + 4;
 impl Worker {
     /// Decodes and handles every whole frame in the connection's read buffer.
     pub(crate) fn handle_frames(&mut self, token: Token) {
-        let max_frame = self.shared.config.limits.max_frame;
+        let max_frame = self.limits.max_frame;
         loop {
             let Some(conn) = self.conn_mut(token) else {
                 return;
@@ -30,7 +32,8 @@ impl Worker {
                 Phase::Preamble => match decode_preamble(&mut conn.read_buf) {
                     Ok(Some(_)) => {
                         conn.phase = Phase::Hello;
-                        conn.out.push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
+                        conn.out
+                            .push(bytes::Bytes::copy_from_slice(&chorus_protocol::preamble()));
                         self.to_flush.insert(token);
                         continue;
                     }
@@ -78,7 +81,10 @@ impl Worker {
             (_, other) => self.fail_conn(
                 token,
                 ErrorCode::UnexpectedFrame,
-                format!("frame type 0x{:02x} is not allowed from a client", other.kind()),
+                format!(
+                    "frame type 0x{:02x} is not allowed from a client",
+                    other.kind()
+                ),
             ),
         }
     }
@@ -92,7 +98,7 @@ impl Worker {
             self.fail_conn(token, ErrorCode::UnsupportedVersion, message);
             return;
         }
-        let limits = &self.shared.config.limits;
+        let limits = &self.limits;
         // EVENTS frames are shared by all subscribers and cannot be cut to suit one client.
         let needed = limits.max_batch_bytes + EVENTS_HEAD_ROOM;
         if (hello.max_frame as usize) < needed {
@@ -110,21 +116,33 @@ impl Worker {
             max_payload: limits.max_payload,
             idle_timeout_ms: u32::try_from(limits.idle_timeout_ms).unwrap_or(u32::MAX),
         });
-        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        let conn_id = self
+            .conn_mut(token)
+            .expect("caller checked the connection exists")
+            .id;
+        if let Err(message) = self.shared.lineage.admit(conn_id, &hello.client_name) {
+            self.fail_conn(token, ErrorCode::UnexpectedFrame, message);
+            return;
+        }
+        let conn = self
+            .conn_mut(token)
+            .expect("caller checked the connection exists");
         conn.phase = Phase::Ready;
         debug!(conn = conn.id, peer = %conn.peer, client = %hello.client_name, "session opened");
+        conn.client_name = hello.client_name;
         self.send(token, &welcome);
     }
 
     /// Queues a frame for the connection; it is written at the end of the iteration.
     pub(crate) fn send(&mut self, token: Token, frame: &Frame) {
+        self.count_sent_error(frame);
         if let Some(conn) = self.conn_mut(token) {
             conn.out.push(frame.to_bytes());
             self.to_flush.insert(token);
         }
     }
 
-    fn reject_publish(&mut self, token: Token, seq: u64, code: ErrorCode) {
+    pub(crate) fn reject_publish(&mut self, token: Token, seq: u64, code: ErrorCode) {
         let ack = Frame::PublishAck(PublishAck {
             seq,
             code,
@@ -135,9 +153,23 @@ impl Worker {
     }
 
     fn on_publish(&mut self, token: Token, publish: Publish) {
-        let limits = &self.shared.config.limits;
+        let received = Instant::now();
+        let limits = &self.limits;
         if publish.payload.len() > limits.max_payload as usize {
             self.reject_publish(token, publish.seq, ErrorCode::PayloadTooLarge);
+            return;
+        }
+        if self.shared.relay.is_some() {
+            self.forward_publish(token, publish);
+            return;
+        }
+        if self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|map| !map.owns(&publish.topic))
+        {
+            self.reject_publish(token, publish.seq, ErrorCode::WrongOrigin);
             return;
         }
         let max_batch = limits.max_batch_bytes;
@@ -158,7 +190,13 @@ impl Worker {
                 Err(Some(e.to_string()))
             } else {
                 inner
-                    .append(&topic.name, "", &publish.payload, max_batch, &mut self.scratch)
+                    .append(
+                        &topic.name,
+                        "",
+                        &publish.payload,
+                        max_batch,
+                        &mut self.scratch,
+                    )
                     .map_err(|e| Some(e.to_string()))
             }
         };
@@ -173,12 +211,16 @@ impl Worker {
             }
         };
 
-        let conn_id = self.conn_mut(token).map_or(0, |c| c.id);
+        let conn_id = self.conn_mut(token).map_or(0, |c| {
+            c.pending_acks += 1;
+            c.id
+        });
         let ack = PendingAck {
             token,
             conn_id,
             seq: publish.seq,
             offset,
+            received,
         };
         match self.dirty.entry(topic.id) {
             Entry::Occupied(mut e) => e.get_mut().1.push(ack),
@@ -189,13 +231,20 @@ impl Worker {
     }
 
     fn on_subscribe(&mut self, token: Token, subscribe: Subscribe) {
-        let max_subscriptions = self.shared.config.limits.max_subscriptions;
-        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        let max_subscriptions = self.limits.max_subscriptions;
+        let conn = self
+            .conn_mut(token)
+            .expect("caller checked the connection exists");
         let count = conn.subs.len();
         let replaces = conn.subs.values().any(|s| s.topic.name == subscribe.topic);
         if count >= max_subscriptions && !replaces {
             let message = format!("connection already has {count} subscriptions, the maximum");
-            self.send_topic_error(token, ErrorCode::TooManySubscriptions, &subscribe.topic, message);
+            self.send_topic_error(
+                token,
+                ErrorCode::TooManySubscriptions,
+                &subscribe.topic,
+                message,
+            );
             return;
         }
 
@@ -210,22 +259,50 @@ impl Worker {
         };
         // A repeated SUBSCRIBE replaces the earlier subscription to the same topic.
         self.remove_subscription(token, topic.id);
+        if self.shared.relay.is_some() {
+            self.on_relay_subscribe(token, subscribe, topic);
+            return;
+        }
 
         let (position, start) = {
             let mut inner = topic.inner.lock();
             let position = inner.position();
-            let start = match start_offset(&subscribe, position) {
+            // A start time is resolved under the topic lock, against the same log state as
+            // `position`.
+            let offset_for_time = |time_us| {
+                inner
+                    .log
+                    .as_ref()
+                    .map_or(position.end, |log| log.offset_for_time(time_us))
+            };
+            let start = match start_offset(&subscribe, position, offset_for_time) {
                 Ok(start) => start,
                 Err(message) => {
                     drop(inner);
-                    self.send_topic_error(token, ErrorCode::OffsetOutOfRange, &subscribe.topic, message);
+                    self.send_topic_error(
+                        token,
+                        ErrorCode::OffsetOutOfRange,
+                        &subscribe.topic,
+                        message,
+                    );
                     return;
                 }
             };
             inner.interest[self.index] += 1;
             (position, start)
         };
+        self.attach_subscription(token, topic, position, start);
+    }
 
+    /// Adds a subscription that starts at `start`, for which the topic's interest is already
+    /// counted, and sends SUBSCRIBED with `position`.
+    pub(crate) fn attach_subscription(
+        &mut self,
+        token: Token,
+        topic: Arc<TopicState>,
+        position: Position,
+        start: u64,
+    ) {
         let delivery = if start == position.end {
             Delivery::Live
         } else {
@@ -233,19 +310,24 @@ impl Worker {
             Delivery::CatchUp
         };
         let topic_id = topic.id;
-        let conn = self.conn_mut(token).expect("caller checked the connection exists");
+        let name = topic.name.clone();
+        let Some(conn) = self.conn_mut(token) else {
+            return;
+        };
+        debug!(conn = conn.id, topic = %name, start, stream = position.stream, "subscription started");
         conn.subs.insert(
             topic_id,
             Subscription {
                 topic,
                 next: start,
                 delivery,
+                stream: position.stream,
             },
         );
         self.local_subs.entry(topic_id).or_default().insert(token);
 
         let subscribed = Frame::Subscribed(Subscribed {
-            topic: subscribe.topic,
+            topic: name,
             stream: position.stream,
             start,
             earliest: position.earliest,
@@ -259,9 +341,12 @@ impl Worker {
             return;
         };
         self.remove_subscription(token, state.id);
+        if self.shared.relay.is_some() {
+            self.forget_pending_subscribe(token, state.id);
+        }
     }
 
-    fn remove_subscription(&mut self, token: Token, topic_id: u64) {
+    pub(crate) fn remove_subscription(&mut self, token: Token, topic_id: u64) {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
@@ -301,8 +386,13 @@ impl Worker {
 /// Works out the first offset a new subscription receives.
 ///
 /// A nonzero stream id that differs from the topic's means the topic was recreated since the
-/// client last saw it, so the client gets the new stream from its start.
-fn start_offset(subscribe: &Subscribe, position: Position) -> Result<u64, String> {
+/// client last saw it, so the client gets the new stream from its start. `offset_for_time`
+/// returns the first offset whose broker time is at or after a time, for the since mode.
+pub(crate) fn start_offset(
+    subscribe: &Subscribe,
+    position: Position,
+    offset_for_time: impl FnOnce(u64) -> u64,
+) -> Result<u64, String> {
     let Position {
         stream,
         earliest,
@@ -322,6 +412,7 @@ fn start_offset(subscribe: &Subscribe, position: Position) -> Result<u64, String
             ));
         }
         StartAt::Offset(offset) => offset.max(earliest),
+        StartAt::Since(time_us) => offset_for_time(time_us).clamp(earliest, end),
     };
     Ok(start)
 }
@@ -344,6 +435,11 @@ mod tests {
         end: 50,
     };
 
+    /// Stands in for a log whose entry at offset N has broker time N milliseconds.
+    fn offset_at_time(time_us: u64) -> u64 {
+        time_us / 1000
+    }
+
     #[test]
     fn start_modes_map_to_offsets() {
         let cases = [
@@ -354,15 +450,23 @@ mod tests {
             (StartAt::Offset(20), 20),
             (StartAt::Offset(3), 10),
             (StartAt::Offset(50), 50),
+            (StartAt::Since(20_000), 20),
+            (StartAt::Since(1_000), 10),
+            (StartAt::Since(90_000), 50),
         ];
         for (start, expected) in cases {
-            assert_eq!(start_offset(&subscribe(start, 0), POSITION), Ok(expected), "{start:?}");
+            assert_eq!(
+                start_offset(&subscribe(start, 0), POSITION, offset_at_time),
+                Ok(expected),
+                "{start:?}"
+            );
         }
     }
 
     #[test]
     fn offset_past_end_is_rejected() {
-        assert!(start_offset(&subscribe(StartAt::Offset(51), 7), POSITION).is_err());
+        let start = start_offset(&subscribe(StartAt::Offset(51), 7), POSITION, offset_at_time);
+        assert!(start.is_err());
     }
 
     #[test]
@@ -372,13 +476,17 @@ mod tests {
             earliest: 0,
             end: 0,
         };
-        let start = start_offset(&subscribe(StartAt::Offset(40), 99), empty);
+        let start = start_offset(&subscribe(StartAt::Offset(40), 99), empty, offset_at_time);
         assert_eq!(start, Ok(0));
     }
 
     #[test]
     fn stale_stream_restarts_at_earliest() {
-        let start = start_offset(&subscribe(StartAt::Offset(40), 99), POSITION);
+        let start = start_offset(
+            &subscribe(StartAt::Offset(40), 99),
+            POSITION,
+            offset_at_time,
+        );
         assert_eq!(start, Ok(10));
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use chorus_broker::cli::Args;
 use chorus_broker::{Config, Server};
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -36,8 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.set_config_loader(Box::new(move || load_config(&args)));
 
-    wait_for_signal();
+    wait_for_signal(&server);
     info!("chorusd stopping");
     server.shutdown();
     info!("chorusd stopped");
@@ -58,8 +59,14 @@ fn load_config(args: &Args) -> Result<Config, chorus_broker::config::ConfigError
     if !args.ws_listen.is_empty() {
         config.websocket.listen = args.ws_listen.clone();
     }
+    if let Some(role) = args.role {
+        config.role = role;
+    }
     if let Some(workers) = args.workers {
         config.workers = workers;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin.listen = addr;
     }
     config.validate()?;
     Ok(config)
@@ -77,15 +84,25 @@ fn raise_fd_limit() {
     }
 }
 
-fn wait_for_signal() {
-    match Signals::new([SIGINT, SIGTERM]) {
-        Ok(mut signals) => {
-            if let Some(signal) = signals.forever().next() {
-                info!(signal, "signal received");
-            }
-        }
+/// Blocks until SIGINT or SIGTERM, reloading the TLS certificates on every SIGHUP.
+fn wait_for_signal(server: &Server) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(signals) => signals,
         Err(e) => {
             error!(error = %e, "failed to install signal handlers; stopping");
+            return;
+        }
+    };
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            info!(signal, "signal received");
+            return;
+        }
+        match server.reload_tls() {
+            Ok(()) => info!("SIGHUP: TLS certificates reloaded for new connections"),
+            Err(e) => {
+                error!("SIGHUP: failed to reload TLS certificates, keeping the ones in use: {e}")
+            }
         }
     }
 }

@@ -7,16 +7,24 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use mio::{Poll, Waker};
-use parking_lot::Mutex;
+use chorus_protocol::{ErrorCode, PublishAck};
+use mio::{Poll, Token, Waker};
+use parking_lot::{Mutex, RwLock};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info};
 
-use crate::config::Config;
+use crate::admin::{AdminError, AdminServer, ConfigLoader};
+use crate::config::{Config, Role};
+use crate::metrics::Metrics;
+use crate::relay::loops::Lineage;
+use crate::relay::{ClusterMap, Relay, RelayThreads};
+use crate::retention::RetentionThread;
 use crate::storage::{DataDir, StorageError};
+use crate::tls::{TlsConfigs, TlsError};
 use crate::topics::{Batch, Registry, TopicState};
 use crate::transport::ListenerKind;
 use crate::worker::{Worker, WAKER};
+use crate::worker_admin::AdminRequest;
 
 /// A message from one worker to another.
 #[derive(Debug)]
@@ -25,6 +33,24 @@ pub(crate) enum WorkerMsg {
     Batch {
         topic: Arc<TopicState>,
         batch: Batch,
+    },
+    /// A request from the admin endpoint, answered on the channel it carries.
+    Admin(AdminRequest),
+    /// A relay topic's upstream SUBSCRIBED arrived: subscriptions waiting for it can complete,
+    /// and subscribers of a replaced stream move to the new one.
+    UpstreamSubscribed { topic: Arc<TopicState> },
+    /// The upstream rejected a relay topic's subscription; local subscribers get the error.
+    UpstreamError {
+        topic: Arc<TopicState>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// The acknowledgement of a publish that a relay forwarded upstream, for a client
+    /// connection of the receiving worker.
+    PublishAck {
+        token: Token,
+        conn_id: u64,
+        ack: PublishAck,
     },
 }
 
@@ -66,6 +92,29 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     pub(crate) connections: AtomicUsize,
     pub(crate) next_conn_id: AtomicU64,
+    /// Counters for the metrics, one block per worker.
+    pub(crate) metrics: Metrics,
+    /// TLS configurations for new connections; replaced on reload.
+    pub(crate) tls: RwLock<Option<TlsConfigs>>,
+    /// This node's id and the relays connected below it, for loop detection.
+    pub(crate) lineage: Lineage,
+    /// The upstream links, on a relay.
+    pub(crate) relay: Option<Relay>,
+    /// The topic map over several origins, when `cluster.origins` is set.
+    pub(crate) cluster: Option<ClusterMap>,
+}
+
+impl Shared {
+    /// Reloads the certificate and key files named in the configuration. On failure the
+    /// configuration in use stays, and the error says why.
+    pub(crate) fn reload_tls(&self) -> Result<(), TlsError> {
+        if !self.config.tls.enabled() {
+            return Ok(());
+        }
+        let configs = TlsConfigs::load(&self.config.tls)?;
+        *self.tls.write() = Some(configs);
+        Ok(())
+    }
 }
 
 /// Why the broker could not start.
@@ -83,9 +132,21 @@ pub enum StartError {
         /// Underlying error.
         source: io::Error,
     },
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A worker's poll instance or thread could not be created.
     #[error("failed to start worker: {0}")]
     Worker(io::Error),
+    /// The admin endpoint could not be started.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The retention thread could not be created.
+    #[error("failed to start the retention thread: {0}")]
+    Retention(io::Error),
+    /// A relay thread could not be created.
+    #[error("failed to start the relay threads: {0}")]
+    Relay(io::Error),
 }
 
 /// A running broker.
@@ -95,6 +156,12 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
     ws_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    admin: Option<AdminServer>,
+    /// Applies retention and due `interval` syncs in the background.
+    retention: RetentionThread,
+    /// Upstream links and the linger timer, on a relay.
+    relay: Option<RelayThreads>,
 }
 
 impl Server {
@@ -108,13 +175,30 @@ impl Server {
             (0..workers).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::new();
         let mut ws_addrs = Vec::new();
-        let listeners = config.listen.iter().map(|a| (*a, ListenerKind::Tcp)).chain(
-            config
-                .websocket
-                .listen
-                .iter()
-                .map(|a| (*a, ListenerKind::WebSocket)),
-        );
+        let mut tls_addrs = Vec::new();
+        let tls_configs = if config.tls.enabled() {
+            Some(TlsConfigs::load(&config.tls)?)
+        } else {
+            None
+        };
+        let websocket = config
+            .websocket
+            .listen
+            .iter()
+            .map(|a| (*a, ListenerKind::WebSocket));
+        let tls = config.tls.listen.iter().map(|a| (*a, ListenerKind::TcpTls));
+        let wss = config
+            .tls
+            .ws_listen
+            .iter()
+            .map(|a| (*a, ListenerKind::WebSocketTls));
+        let listeners = config
+            .listen
+            .iter()
+            .map(|a| (*a, ListenerKind::Tcp))
+            .chain(websocket)
+            .chain(tls)
+            .chain(wss);
         for (addr, kind) in listeners {
             let (bound, sockets) = bind_reuseport(addr, workers)?;
             match kind {
@@ -125,6 +209,14 @@ impl Server {
                 ListenerKind::WebSocket => {
                     info!(addr = %bound, workers, "listening for WebSocket");
                     ws_addrs.push(bound);
+                }
+                ListenerKind::TcpTls => {
+                    info!(addr = %bound, workers, "listening with TLS");
+                    tls_addrs.push(bound);
+                }
+                ListenerKind::WebSocketTls => {
+                    info!(addr = %bound, workers, "listening for WebSocket with TLS");
+                    tls_addrs.push(bound);
                 }
             }
             for (worker, socket) in sockets.into_iter().enumerate() {
@@ -148,7 +240,17 @@ impl Server {
             receivers.push(rx);
         }
 
-        let registry = Registry::new(data_dir, config.log_config(), workers);
+        let registry = Registry::new(data_dir.clone(), config.clone(), workers);
+        let (relay, link_commands) = match config.role {
+            Role::Relay => {
+                let (relay, commands) = Relay::new(&config);
+                (Some(relay), commands)
+            }
+            Role::Origin => (None, Vec::new()),
+        };
+        let lineage = Lineage::new(&config.node_id);
+        info!(node = lineage.node_id(), role = ?config.role, "node id");
+        let cluster = ClusterMap::from_config(&config);
         let shared = Arc::new(Shared {
             config,
             registry,
@@ -156,7 +258,39 @@ impl Server {
             shutdown: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
+            metrics: Metrics::new(workers),
+            tls: RwLock::new(tls_configs),
+            lineage,
+            relay,
+            cluster,
         });
+
+        // Started before the workers, so that a failure leaves no worker running; its requests
+        // wait in the workers' channels until they run.
+        let admin = AdminServer::start(&shared)?;
+        let retention = match RetentionThread::start(Arc::clone(&shared), data_dir) {
+            Ok(retention) => retention,
+            Err(e) => {
+                if let Some(admin) = admin {
+                    admin.stop();
+                }
+                return Err(StartError::Retention(e));
+            }
+        };
+        let relay = if shared.relay.is_some() {
+            match RelayThreads::start(&shared, link_commands) {
+                Ok(threads) => Some(threads),
+                Err(e) => {
+                    if let Some(admin) = admin {
+                        admin.stop();
+                    }
+                    retention.stop();
+                    return Err(StartError::Relay(e));
+                }
+            }
+        } else {
+            None
+        };
 
         let mut threads = Vec::with_capacity(workers);
         let parts = polls.into_iter().zip(receivers).zip(per_worker);
@@ -174,6 +308,10 @@ impl Server {
             threads,
             local_addrs,
             ws_addrs,
+            tls_addrs,
+            admin,
+            retention,
+            relay,
         })
     }
 
@@ -187,8 +325,34 @@ impl Server {
         &self.ws_addrs
     }
 
+    /// Returns the addresses the TLS listeners (protocol and WebSocket) are bound to.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Reloads the TLS certificate and key: new connections get the new ones, existing
+    /// connections keep theirs, and after an error the ones in use stay.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.shared.reload_tls()
+    }
+
+    /// Returns the address of the admin endpoint, or `None` when `admin.enabled` is false.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+
+    /// Sets how the admin endpoint's reload reads the configuration again.
+    pub fn set_config_loader(&self, loader: ConfigLoader) {
+        if let Some(admin) = &self.admin {
+            admin.set_config_loader(loader);
+        }
+    }
+
     /// Stops the workers, commits and flushes every loaded topic, and returns once done.
     pub fn shutdown(self) {
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
         self.shared.shutdown.store(true, Ordering::Release);
         for worker in &self.shared.workers {
             worker.wake();
@@ -198,6 +362,10 @@ impl Server {
                 error!("a worker thread panicked");
             }
         }
+        if let Some(relay) = self.relay {
+            relay.stop();
+        }
+        self.retention.stop();
         for topic in self.shared.registry.loaded() {
             let mut inner = topic.inner.lock();
             if let Some(log) = inner.log.as_mut() {

@@ -3,15 +3,18 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::event::{encode_entry, EventsFrameBuilder};
 use chorus_protocol::Topic;
 use parking_lot::{Mutex, RwLock};
 
-use crate::storage::{DataDir, LogConfig, StorageError, TopicLog};
+use crate::config::{Config, Role};
+use crate::relay::RelayTopic;
+use crate::storage::{DataDir, StorageError, TopicLog};
 
+mod admin;
 
 /// A batch of consecutive comments, encoded once as an EVENTS frame and shared by every
 /// subscriber of the topic.
@@ -23,6 +26,11 @@ pub(crate) struct Batch {
     pub(crate) end: u64,
     /// The encoded frame.
     pub(crate) frame: Bytes,
+    /// When the first comment of the frame was appended, for the delivery latency metric. At a
+    /// relay, when the frame arrived from upstream.
+    pub(crate) appended: Instant,
+    /// Stream id the frame carries.
+    pub(crate) stream: u64,
 }
 
 /// One topic, as seen by every worker.
@@ -43,6 +51,8 @@ pub(crate) struct TopicInner {
     pending: Option<EventsFrameBuilder>,
     /// First offset of `pending`.
     pending_first: u64,
+    /// When the first comment of `pending` was appended.
+    pending_since: Instant,
     /// Committed batches not yet handed to the workers.
     pub(crate) ready: Vec<Batch>,
     /// Number of subscriptions per worker, indexed by worker number.
@@ -50,10 +60,12 @@ pub(crate) struct TopicInner {
     /// Set when a commit failed; further publishes are rejected until restart.
     pub(crate) failed: Option<String>,
     last_time_us: u64,
+    /// Upstream state and edge cache, on a relay; a relay topic never has a log.
+    pub(crate) relay: Option<RelayTopic>,
 }
 
 /// Where a new subscription starts and what the topic looks like at that moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Position {
     pub(crate) stream: u64,
     pub(crate) earliest: u64,
@@ -62,20 +74,22 @@ pub(crate) struct Position {
 }
 
 impl TopicInner {
-    fn new(log: Option<TopicLog>, workers: usize) -> TopicInner {
+    pub(crate) fn new(log: Option<TopicLog>, workers: usize) -> TopicInner {
         TopicInner {
             log,
             pending: None,
             pending_first: 0,
+            pending_since: Instant::now(),
             ready: Vec::new(),
             interest: vec![0; workers],
             failed: None,
             last_time_us: 0,
+            relay: None,
         }
     }
 
     /// Returns the stream id, earliest offset and committed end; all zero before the first
-    /// publish.
+    /// publish. At a relay, returns the position of the edge cache.
     pub(crate) fn position(&self) -> Position {
         match &self.log {
             Some(log) => Position {
@@ -83,10 +97,13 @@ impl TopicInner {
                 earliest: log.earliest_offset(),
                 end: log.committed_offset(),
             },
-            None => Position {
-                stream: 0,
-                earliest: 0,
-                end: 0,
+            None => match &self.relay {
+                Some(relay) => relay.position(),
+                None => Position {
+                    stream: 0,
+                    earliest: 0,
+                    end: 0,
+                },
             },
         }
     }
@@ -132,6 +149,7 @@ impl TopicInner {
             .get_or_insert_with(|| EventsFrameBuilder::new(name, stream, 16 * 1024));
         if pending.is_empty() {
             self.pending_first = offset;
+            self.pending_since = Instant::now();
         }
         pending.push_encoded(scratch).map_err(LogError::Entry)?;
         Ok(offset)
@@ -142,12 +160,15 @@ impl TopicInner {
     pub(crate) fn commit(&mut self) -> Result<u64, LogError> {
         let log = self.log.as_mut().ok_or(LogError::NotOpen)?;
         let end = log.commit()?;
+        let stream = log.stream_id();
         if let Some(pending) = self.pending.take() {
             if let Some(last) = pending.last_offset() {
                 self.ready.push(Batch {
                     first: self.pending_first,
                     end: last + 1,
                     frame: pending.finish(),
+                    appended: self.pending_since,
+                    stream,
                 });
             }
         }
@@ -173,17 +194,18 @@ pub(crate) enum LogError {
 #[derive(Debug)]
 pub(crate) struct Registry {
     data_dir: DataDir,
-    log_config: LogConfig,
+    /// Source of each topic's log settings, through [`Config::log_config_for`].
+    config: Config,
     workers: usize,
     topics: RwLock<HashMap<Topic, Arc<TopicState>>>,
     next_id: AtomicU64,
 }
 
 impl Registry {
-    pub(crate) fn new(data_dir: DataDir, log_config: LogConfig, workers: usize) -> Registry {
+    pub(crate) fn new(data_dir: DataDir, config: Config, workers: usize) -> Registry {
         Registry {
             data_dir,
-            log_config,
+            config,
             workers,
             topics: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -202,15 +224,23 @@ impl Registry {
         if let Some(topic) = topics.get(name) {
             return Ok(topic.clone());
         }
-        let log = if self.data_dir.topic_exists(name) {
-            Some(self.data_dir.open_topic(name, &self.log_config)?)
+        let relay = self.config.role == Role::Relay;
+        let log = if !relay && self.data_dir.topic_exists(name) {
+            Some(
+                self.data_dir
+                    .open_topic(name, &self.config.log_config_for(name))?,
+            )
         } else {
             None
         };
+        let mut inner = TopicInner::new(log, self.workers);
+        if relay {
+            inner.relay = Some(RelayTopic::new(&self.config.relay));
+        }
         let topic = Arc::new(TopicState {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             name: name.clone(),
-            inner: Mutex::new(TopicInner::new(log, self.workers)),
+            inner: Mutex::new(inner),
         });
         topics.insert(name.clone(), topic.clone());
         Ok(topic)
@@ -224,7 +254,8 @@ impl Registry {
         inner: &mut TopicInner,
     ) -> Result<(), StorageError> {
         if inner.log.is_none() {
-            inner.log = Some(self.data_dir.open_topic(&topic.name, &self.log_config)?);
+            let config = self.config.log_config_for(&topic.name);
+            inner.log = Some(self.data_dir.open_topic(&topic.name, &config)?);
         }
         Ok(())
     }

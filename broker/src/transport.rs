@@ -4,7 +4,7 @@
 //! frame decoder sees the same byte stream as over TCP. The handshake and WebSocket framing are
 //! done by tungstenite, driven by the worker's event loop on the non-blocking mio stream.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,6 +16,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use crate::conn::OutQueue;
+use crate::tls::{TlsConfigs, TlsStream};
 
 /// WebSocket subprotocol name for chorus protocol version 1.
 pub(crate) const WS_SUBPROTOCOL: &str = "chorus.v1";
@@ -25,6 +26,65 @@ pub(crate) const WS_SUBPROTOCOL: &str = "chorus.v1";
 pub(crate) enum ListenerKind {
     Tcp,
     WebSocket,
+    TcpTls,
+    WebSocketTls,
+}
+
+impl ListenerKind {
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::TcpTls | ListenerKind::WebSocketTls)
+    }
+
+    pub(crate) fn is_websocket(self) -> bool {
+        matches!(self, ListenerKind::WebSocket | ListenerKind::WebSocketTls)
+    }
+}
+
+/// A connected socket, with or without TLS.
+pub(crate) enum Socket {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Socket {
+    fn tcp(&mut self) -> &mut TcpStream {
+        match self {
+            Socket::Plain(stream) => stream,
+            Socket::Tls(tls) => tls.socket(),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(stream) => stream.read(buf),
+            Socket::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(stream) => stream.write(buf),
+            Socket::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Plain(stream) => stream.write_vectored(bufs),
+            Socket::Tls(tls) => tls.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Plain(stream) => stream.flush(),
+            Socket::Tls(tls) => tls.flush(),
+        }
+    }
 }
 
 /// Settings shared by every WebSocket connection of a worker.
@@ -58,14 +118,14 @@ pub(crate) struct Handshake {
     allowed_origins: Arc<Vec<String>>,
 }
 
-type WsMid = MidHandshake<ServerHandshake<TcpStream, Handshake>>;
+type WsMid = MidHandshake<ServerHandshake<Socket, Handshake>>;
 
 /// The connection's byte transport.
 pub(crate) enum Transport {
-    Tcp(TcpStream),
+    Tcp(Socket),
     /// A WebSocket handshake in progress; `None` only while a step of it runs.
     WsHandshake(Option<Box<WsMid>>),
-    Ws(Box<WebSocket<TcpStream>>),
+    Ws(Box<WebSocket<Socket>>),
 }
 
 impl std::fmt::Debug for Transport {
@@ -107,27 +167,45 @@ pub(crate) enum TransportError {
 }
 
 impl Transport {
-    /// Starts the transport for a freshly accepted stream.
-    pub(crate) fn accept(stream: TcpStream, kind: ListenerKind, ws: &WsSettings) -> Transport {
-        match kind {
-            ListenerKind::Tcp => Transport::Tcp(stream),
-            ListenerKind::WebSocket => {
-                let callback = Handshake {
-                    allowed_origins: ws.allowed_origins.clone(),
+    /// Starts the transport for a freshly accepted stream; `tls` is the configuration in
+    /// force for TLS listeners.
+    pub(crate) fn accept(
+        stream: TcpStream,
+        kind: ListenerKind,
+        ws: &WsSettings,
+        tls: Option<&TlsConfigs>,
+    ) -> io::Result<Transport> {
+        let socket = match (kind.is_tls(), tls) {
+            (false, _) => Socket::Plain(stream),
+            (true, Some(configs)) => {
+                let config = if kind.is_websocket() {
+                    configs.websocket.clone()
+                } else {
+                    configs.chorus.clone()
                 };
-                let mid = ServerHandshake::start(stream, callback, Some(ws.config));
-                Transport::WsHandshake(Some(Box::new(mid)))
+                Socket::Tls(Box::new(TlsStream::new(config, stream)?))
             }
+            (true, None) => {
+                return Err(io::Error::other("TLS listener without a TLS configuration"))
+            }
+        };
+        if !kind.is_websocket() {
+            return Ok(Transport::Tcp(socket));
         }
+        let callback = Handshake {
+            allowed_origins: ws.allowed_origins.clone(),
+        };
+        let mid = ServerHandshake::start(socket, callback, Some(ws.config));
+        Ok(Transport::WsHandshake(Some(Box::new(mid))))
     }
 
     /// Returns the underlying socket, for registration with the poll.
     pub(crate) fn socket(&mut self) -> Option<&mut TcpStream> {
         match self {
-            Transport::Tcp(stream) => Some(stream),
-            Transport::WsHandshake(Some(mid)) => Some(mid.get_mut().get_mut()),
+            Transport::Tcp(socket) => Some(socket.tcp()),
+            Transport::WsHandshake(Some(mid)) => Some(mid.get_mut().get_mut().tcp()),
             Transport::WsHandshake(None) => None,
-            Transport::Ws(ws) => Some(ws.get_mut()),
+            Transport::Ws(ws) => Some(ws.get_mut().tcp()),
         }
     }
 
@@ -187,7 +265,16 @@ impl Transport {
     /// everything was written.
     pub(crate) fn write(&mut self, out: &mut OutQueue) -> Result<bool, TransportError> {
         match self {
-            Transport::Tcp(stream) => Ok(out.write_to(stream)?),
+            Transport::Tcp(socket) => {
+                if !out.write_to(socket)? {
+                    return Ok(false);
+                }
+                match socket.flush() {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Transport::Ws(ws) => write_messages(ws, out),
             // Nothing is queued before the handshake completes, except frames that must wait.
             Transport::WsHandshake(_) => {
@@ -202,16 +289,23 @@ impl Transport {
 
     /// Starts a clean close where the transport has one (a WebSocket Close message).
     pub(crate) fn close(&mut self) {
-        if let Transport::Ws(ws) = self {
-            // Best effort: the socket is dropped right after, whatever happens here.
-            let _ = ws.close(None);
-            let _ = ws.flush();
+        // Best effort: the socket is dropped right after, whatever happens here.
+        match self {
+            Transport::Ws(ws) => {
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                if let Socket::Tls(tls) = ws.get_mut() {
+                    tls.close();
+                }
+            }
+            Transport::Tcp(Socket::Tls(tls)) => tls.close(),
+            _ => {}
         }
     }
 }
 
 fn read_message(
-    ws: &mut WebSocket<TcpStream>,
+    ws: &mut WebSocket<Socket>,
     buf: &mut BytesMut,
 ) -> Result<ReadOutcome, TransportError> {
     loop {
@@ -243,10 +337,7 @@ fn read_message(
     }
 }
 
-fn write_messages(
-    ws: &mut WebSocket<TcpStream>,
-    out: &mut OutQueue,
-) -> Result<bool, TransportError> {
+fn write_messages(ws: &mut WebSocket<Socket>, out: &mut OutQueue) -> Result<bool, TransportError> {
     while let Some(frame) = out.pop_front() {
         match ws.write(Message::Binary(frame)) {
             Ok(()) => {}

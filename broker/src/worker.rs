@@ -20,18 +20,24 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+use crate::config::Limits;
 use crate::conn::{Conn, Phase};
+use crate::relay::loops;
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, TopicState};
 use crate::transport::{ListenerKind, ReadOutcome, Transport, TransportError, WsSettings};
+use crate::worker_relay::PendingSubscribe;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
+/// Encoded size of a PUBLISH_ACK frame: header, seq, code, offset and stream.
+const ACK_FRAME_LEN: usize = chorus_protocol::HEADER_LEN + 8 + 2 + 8 + 8;
 /// Tokens below this number name listeners; connection tokens start here.
 pub(crate) const FIRST_CONN: usize = 1 << 16;
 /// Bytes read from one connection per readiness event before others get their turn.
 const READ_BUDGET: usize = 1 << 20;
-/// How often hello and idle timeouts are checked.
-const TICK: Duration = Duration::from_millis(500);
+/// Longest interval between checks of the hello and idle timeouts; shorter idle timeouts get
+/// proportionally shorter ticks so that a PING always goes out before the timeout.
+const MAX_TICK: Duration = Duration::from_millis(500);
 /// How long a connection that is being closed with an ERROR may take to receive it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -42,6 +48,8 @@ pub(crate) struct PendingAck {
     pub(crate) conn_id: u64,
     pub(crate) seq: u64,
     pub(crate) offset: u64,
+    /// When the PUBLISH frame was decoded, for the acknowledgement latency metric.
+    pub(crate) received: Instant,
 }
 
 /// One event-loop thread.
@@ -49,6 +57,8 @@ pub(crate) struct Worker {
     pub(crate) index: usize,
     poll: Poll,
     pub(crate) shared: Arc<Shared>,
+    /// Limits in force; a configuration reload from the admin endpoint replaces them.
+    pub(crate) limits: Limits,
     listeners: Vec<(TcpListener, ListenerKind)>,
     ws_settings: WsSettings,
     pub(crate) conns: Slab<Conn>,
@@ -70,6 +80,8 @@ pub(crate) struct Worker {
     pub(crate) scratch: BytesMut,
     read_chunk: Box<[u8]>,
     pub(crate) log_limiter: LogLimiter,
+    /// At a relay, subscriptions waiting for their topic's upstream SUBSCRIBED, by topic id.
+    pub(crate) relay_pending: HashMap<u64, Vec<PendingSubscribe>>,
 }
 
 impl Worker {
@@ -91,10 +103,12 @@ impl Worker {
             shared.config.websocket.allowed_origins.clone(),
             shared.config.limits.max_frame,
         );
+        let limits = shared.config.limits.clone();
         Ok(Worker {
             index,
             poll,
             shared,
+            limits,
             listeners: mio_listeners,
             ws_settings,
             conns: Slab::new(),
@@ -109,13 +123,15 @@ impl Worker {
             scratch: BytesMut::with_capacity(64 * 1024),
             read_chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
             log_limiter: LogLimiter::default(),
+            relay_pending: HashMap::new(),
         })
     }
 
     /// Runs the loop until the server shuts down.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = Instant::now() + TICK;
+        let tick = tick_interval(self.shared.config.limits.idle_timeout_ms);
+        let mut next_tick = Instant::now() + tick;
         loop {
             let timeout = if self.has_immediate_work() {
                 Duration::ZERO
@@ -144,7 +160,7 @@ impl Worker {
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
-                next_tick = now + TICK;
+                next_tick = now + tick;
             }
             if self.shared.shutdown.load(Ordering::Acquire) {
                 self.shutdown();
@@ -192,7 +208,7 @@ impl Worker {
         peer: std::net::SocketAddr,
         kind: ListenerKind,
     ) {
-        let limit = self.shared.config.limits.max_connections;
+        let limit = self.limits.max_connections;
         let count = self.shared.connections.fetch_add(1, Ordering::AcqRel);
         if count >= limit {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
@@ -206,6 +222,7 @@ impl Worker {
         }
 
         let id = self.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        self.metrics().connections_accepted.add(1);
         let entry = self.conns.vacant_entry();
         let token = Token(entry.key() + FIRST_CONN);
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -215,8 +232,16 @@ impl Worker {
             return;
         }
         debug!(conn = id, %peer, ?kind, "connection accepted");
-        let transport = Transport::accept(stream, kind, &self.ws_settings);
-        entry.insert(Conn::new(id, transport, peer, Instant::now()));
+        let tls = self.shared.tls.read();
+        match Transport::accept(stream, kind, &self.ws_settings, tls.as_ref()) {
+            Ok(transport) => {
+                entry.insert(Conn::new(id, transport, peer, Instant::now()));
+            }
+            Err(e) => {
+                self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+                warn!(%peer, error = %e, "failed to set up connection");
+            }
+        }
     }
 
     pub(crate) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
@@ -252,7 +277,10 @@ impl Worker {
             if conn.phase == Phase::Closing || conn.read_closed {
                 return;
             }
-            if conn.out.bytes() >= self.shared.config.limits.outbound_queue_bytes {
+            // Acknowledgements still waiting for their commit count too: they join the queue at
+            // the end of this iteration.
+            let owed = conn.out.bytes() + conn.pending_acks * ACK_FRAME_LEN;
+            if owed >= self.limits.outbound_queue_bytes {
                 conn.read_paused = true;
                 return;
             }
@@ -301,8 +329,11 @@ impl Worker {
             return;
         };
         if conn.read_buf.is_empty() {
+            // The peer may only have closed its sending side: what it is owed, such as the
+            // acknowledgements of its last publishes, is written before the connection closes.
             debug!(conn = conn.id, peer = %conn.peer, "connection closed by peer");
-            self.close_conn(token);
+            self.to_flush.insert(token);
+            self.closing.insert(token, Instant::now() + CLOSE_GRACE);
             return;
         }
         let pending = conn.read_buf.len();
@@ -342,6 +373,7 @@ impl Worker {
         }
         self.to_flush.insert(token);
         self.closing.insert(token, Instant::now() + CLOSE_GRACE);
+        self.metrics().error(code);
     }
 
     /// Drops a connection and its subscriptions at once.
@@ -361,6 +393,9 @@ impl Worker {
                 }
             }
         }
+        if loops::parse_chain(&conn.client_name).is_some() {
+            self.shared.lineage.forget(conn.id);
+        }
         conn.transport.close();
         if let Some(socket) = conn.transport.socket() {
             if let Err(e) = self.poll.registry().deregister(socket) {
@@ -377,6 +412,18 @@ impl Worker {
         while let Ok(message) = self.rx.try_recv() {
             match message {
                 WorkerMsg::Batch { topic, batch } => self.inbox.push_back((topic, batch)),
+                WorkerMsg::Admin(request) => self.on_admin(request),
+                WorkerMsg::UpstreamSubscribed { topic } => self.on_upstream_subscribed(&topic),
+                WorkerMsg::UpstreamError {
+                    topic,
+                    code,
+                    message,
+                } => self.on_upstream_error(&topic, code, &message),
+                WorkerMsg::PublishAck {
+                    token,
+                    conn_id,
+                    ack,
+                } => self.on_forwarded_ack(token, conn_id, ack),
             }
         }
         self.shared.workers[self.index].clear_woken();
@@ -384,13 +431,14 @@ impl Worker {
 
     /// Writes every connection that has new output, and drops closing ones that are done.
     fn flush_pending_writes(&mut self) {
-        let limit = self.shared.config.limits.outbound_queue_bytes;
+        let limit = self.limits.outbound_queue_bytes;
         for token in std::mem::take(&mut self.to_flush) {
             let Some(conn) = self.conn_mut(token) else {
                 continue;
             };
             match conn.transport.write(&mut conn.out) {
                 Ok(true) if conn.phase == Phase::Closing => self.close_conn(token),
+                Ok(true) if conn.read_closed && conn.pending_acks == 0 => self.close_conn(token),
                 Ok(_) => {
                     if conn.read_paused && conn.out.bytes() < limit {
                         conn.read_paused = false;
@@ -410,7 +458,7 @@ impl Worker {
 
     /// Enforces the hello and idle timeouts and the close grace period.
     fn tick(&mut self, now: Instant) {
-        let limits = &self.shared.config.limits;
+        let limits = &self.limits;
         let hello_timeout = Duration::from_millis(limits.hello_timeout_ms);
         let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
 
@@ -453,6 +501,7 @@ impl Worker {
             self.close_conn(token);
         }
         self.flush_pending_writes();
+        self.update_gauges();
         self.log_limiter.report(self.index);
     }
 
@@ -483,6 +532,15 @@ impl Worker {
         }
         debug!(worker = self.index, "worker stopped");
     }
+}
+
+/// Returns how often timeouts are checked: a quarter of the idle timeout, at most
+/// [`MAX_TICK`] and at least 10 ms.
+fn tick_interval(idle_timeout_ms: u64) -> Duration {
+    if idle_timeout_ms == 0 {
+        return MAX_TICK;
+    }
+    Duration::from_millis(idle_timeout_ms / 4).clamp(Duration::from_millis(10), MAX_TICK)
 }
 
 /// Caps connection log lines per worker at a fixed number per tick, and reports how many were

@@ -5,8 +5,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::error::{DecodeError, ErrorCode};
 use crate::event::Events;
 use crate::frame::{
-    frame_crc, kind, ErrorFrame, Frame, Hello, Publish, PublishAck, StartAt, Subscribe,
-    Subscribed, Welcome,
+    frame_crc, kind, ErrorFrame, Frame, Hello, Publish, PublishAck, StartAt, Subscribe, Subscribed,
+    Welcome,
 };
 use crate::topic::Topic;
 use crate::{HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
@@ -88,7 +88,9 @@ pub fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
     }
     let declared = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
     if declared != frame.len() - HEADER_LEN {
-        return Err(DecodeError::Malformed("frame length does not match its bytes"));
+        return Err(DecodeError::Malformed(
+            "frame length does not match its bytes",
+        ));
     }
     let expected = u32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
     let actual = frame_crc(&frame[..8], &frame[HEADER_LEN..]);
@@ -98,7 +100,9 @@ pub fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
 
     let frame_kind = frame[4];
     if frame[5] != 0 {
-        return Err(DecodeError::Malformed("flags are set that version 1 does not define"));
+        return Err(DecodeError::Malformed(
+            "flags are set that version 1 does not define",
+        ));
     }
     if frame[6] != 0 || frame[7] != 0 {
         return Err(DecodeError::Malformed("reserved header bytes are not zero"));
@@ -170,7 +174,9 @@ fn decode_body(frame_kind: u8, mut r: Reader) -> Result<Frame, DecodeError> {
         other => return Err(DecodeError::UnknownFrameType(other)),
     };
     if r.0.has_remaining() {
-        return Err(DecodeError::Malformed("frame body has bytes after its last field"));
+        return Err(DecodeError::Malformed(
+            "frame body has bytes after its last field",
+        ));
     }
     Ok(frame)
 }

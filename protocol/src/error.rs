@@ -47,6 +47,11 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The topic does not exist (it has never been published to).
     TopicNotFound,
+    /// A publish reached an origin that the cluster's topic map does not assign the topic to.
+    WrongOrigin,
+    /// A relay could not forward a publish upstream, or lost its upstream link before the
+    /// acknowledgement came back; a retry may store the comment twice.
+    UpstreamUnavailable,
     /// A code this side does not know.
     Unknown(u16),
 }
@@ -73,6 +78,8 @@ impl ErrorCode {
             ErrorCode::Timeout => 15,
             ErrorCode::TooManySubscriptions => 16,
             ErrorCode::TopicNotFound => 17,
+            ErrorCode::WrongOrigin => 18,
+            ErrorCode::UpstreamUnavailable => 19,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -98,6 +105,8 @@ impl ErrorCode {
             15 => ErrorCode::Timeout,
             16 => ErrorCode::TooManySubscriptions,
             17 => ErrorCode::TopicNotFound,
+            18 => ErrorCode::WrongOrigin,
+            19 => ErrorCode::UpstreamUnavailable,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -123,6 +132,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
+            ErrorCode::WrongOrigin => "WRONG_ORIGIN",
+            ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }

@@ -51,7 +51,14 @@ impl Events {
     pub fn new(topic: Topic, stream: u64, events: &[Event]) -> Events {
         let mut entries = BytesMut::new();
         for e in events {
-            encode_entry(&mut entries, e.offset, e.time_us, e.flags, &e.publisher, &e.payload);
+            encode_entry(
+                &mut entries,
+                e.offset,
+                e.time_us,
+                e.flags,
+                &e.publisher,
+                &e.payload,
+            );
         }
         Events {
             topic,
@@ -112,7 +119,9 @@ impl Events {
             previous = Some(event.offset);
         }
         if rest.has_remaining() {
-            return Err(DecodeError::Malformed("EVENTS body has bytes after its last entry"));
+            return Err(DecodeError::Malformed(
+                "EVENTS body has bytes after its last entry",
+            ));
         }
         Ok(Events {
             topic,

@@ -100,6 +100,9 @@ pub enum StartAt {
     Last(u64),
     /// The oldest comment still kept.
     Earliest,
+    /// The first comment whose broker time is at or after this many microseconds since the
+    /// Unix epoch; the next comment published when none is.
+    Since(u64),
 }
 
 impl StartAt {
@@ -109,6 +112,7 @@ impl StartAt {
             StartAt::Offset(offset) => (1, offset),
             StartAt::Last(count) => (2, count),
             StartAt::Earliest => (3, 0),
+            StartAt::Since(time_us) => (4, time_us),
         }
     }
 
@@ -118,6 +122,7 @@ impl StartAt {
             (1, offset) => Some(StartAt::Offset(offset)),
             (2, count) => Some(StartAt::Last(count)),
             (3, 0) => Some(StartAt::Earliest),
+            (4, time_us) => Some(StartAt::Since(time_us)),
             _ => None,
         }
     }

@@ -154,7 +154,12 @@ mod tests {
 
     #[test]
     fn accepts_hierarchical_names() {
-        for name in ["live", "event/2026-final", "a/b/c.d_e-f", "x".repeat(64).as_str()] {
+        for name in [
+            "live",
+            "event/2026-final",
+            "a/b/c.d_e-f",
+            "x".repeat(64).as_str(),
+        ] {
             assert!(Topic::new(name).is_ok(), "{name} should be valid");
         }
     }
@@ -183,14 +188,23 @@ mod tests {
     #[test]
     fn rejects_long_names() {
         let long = vec!["a".repeat(60); 5].join("/");
-        assert_eq!(Topic::new(long.clone()).unwrap_err(), TopicError::TooLong(long.len()));
+        assert_eq!(
+            Topic::new(long.clone()).unwrap_err(),
+            TopicError::TooLong(long.len())
+        );
         let long_segment = "b".repeat(65);
-        assert_eq!(Topic::new(long_segment).unwrap_err(), TopicError::SegmentTooLong(65));
+        assert_eq!(
+            Topic::new(long_segment).unwrap_err(),
+            TopicError::SegmentTooLong(65)
+        );
     }
 
     #[test]
     fn rejects_non_ascii_bytes() {
-        assert_eq!(Topic::from_bytes(&[0xff]).unwrap_err(), TopicError::InvalidByte(0xff));
+        assert_eq!(
+            Topic::from_bytes(&[0xff]).unwrap_err(),
+            TopicError::InvalidByte(0xff)
+        );
         assert_eq!(Topic::new("é").unwrap_err(), TopicError::InvalidByte(0xc3));
     }
 }

@@ -58,6 +58,7 @@ fn start_at() -> impl Strategy<Value = StartAt> {
         any::<u64>().prop_map(StartAt::Offset),
         any::<u64>().prop_map(StartAt::Last),
         Just(StartAt::Earliest),
+        any::<u64>().prop_map(StartAt::Since),
     ]
 }
 

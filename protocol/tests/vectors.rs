@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 const VECTOR_FILES: [&str; 3] = ["invalid.json", "preamble.json", "valid.json"];
 
 /// Highest error code that version 1 names.
-const LAST_NAMED_CODE: u16 = 17;
+const LAST_NAMED_CODE: u16 = 19;
 
 /// Upper bound on frames decoded from one vector, so a decoder bug cannot loop forever.
 const MAX_FRAMES_PER_VECTOR: usize = 16;
@@ -147,6 +147,7 @@ enum StartJson {
     Offset { value: U64 },
     Last { value: U64 },
     Earliest,
+    Since { value: U64 },
 }
 
 #[derive(Deserialize)]
@@ -223,6 +224,7 @@ impl StartJson {
             StartJson::Offset { value } => StartAt::Offset(value.0),
             StartJson::Last { value } => StartAt::Last(value.0),
             StartJson::Earliest => StartAt::Earliest,
+            StartJson::Since { value } => StartAt::Since(value.0),
         }
     }
 }

@@ -37,26 +37,51 @@ pub enum FsyncPolicy {
 pub struct LogConfig {
     /// Size in bytes, header included, past which a segment is closed and a new one started.
     pub segment_bytes: u64,
-    /// Bytes of records between two entries of the in-memory sparse offset index. Smaller values
-    /// make reads from the middle of a segment scan less and cost more memory; 0 indexes every
+    /// Milliseconds of broker time after a segment's first record past which the segment is
+    /// closed, minus a per-topic jitter of up to a tenth of this value; 0 closes segments by
+    /// size only.
+    pub segment_ms: u64,
+    /// Bytes of records between two entries of the sparse offset index. Smaller values make
+    /// reads from the middle of a segment scan less and cost more memory; 0 indexes every
     /// record.
     pub index_interval_bytes: u32,
+    /// Bytes of records between two entries of the sparse time index, which serves reads that
+    /// start at a time; 0 indexes every record.
+    pub time_index_interval_bytes: u32,
     /// When commits flush to the disk.
     pub fsync: FsyncPolicy,
     /// Whether reads go through memory maps (true) or positioned reads (false).
     pub use_mmap: bool,
+    /// Milliseconds a closed segment is kept after its newest record's broker time; 0 keeps
+    /// segments whatever their age.
+    pub retention_ms: u64,
+    /// Bytes the topic's segment files may take in total before the oldest closed segments are
+    /// deleted; 0 sets no limit. The active segment is never deleted, so a topic can exceed
+    /// this by up to one segment.
+    pub retention_bytes: u64,
+    /// Milliseconds without an append after which the whole topic is deleted; 0 keeps idle
+    /// topics.
+    pub topic_idle_delete_ms: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
             segment_bytes: 64 * 1024 * 1024,
+            segment_ms: DAY_MS,
             index_interval_bytes: 4096,
+            time_index_interval_bytes: 64 * 1024,
             fsync: FsyncPolicy::Never,
             use_mmap: true,
+            retention_ms: 7 * DAY_MS,
+            retention_bytes: 0,
+            topic_idle_delete_ms: 0,
         }
     }
 }
+
+/// Milliseconds in a day.
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl LogConfig {
     /// Checks that the values are within their accepted ranges.
@@ -70,6 +95,12 @@ impl LogConfig {
         }
         debug_assert!(MIN_SEGMENT_BYTES > SEGMENT_HEADER_LEN as u64);
         Ok(())
+    }
+
+    /// Returns the age in microseconds past which a segment rolls, before jitter, or `None`
+    /// when segments roll by size only.
+    pub(super) fn segment_age_us(&self) -> Option<u64> {
+        (self.segment_ms > 0).then(|| self.segment_ms.saturating_mul(1000))
     }
 }
 

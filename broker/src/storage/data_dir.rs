@@ -5,6 +5,7 @@ use std::fs::{self, File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use chorus_protocol::topic::Topic;
 use parking_lot::Mutex;
@@ -13,7 +14,8 @@ use super::config::LogConfig;
 use super::error::StorageError;
 use super::log::TopicLog;
 use super::meta::META_FILE;
-use super::segment::sync_dir;
+use super::retention::TRASH_DIR;
+use super::segment::{parse_segment_file_name, sync_dir};
 
 /// Name of the lock file in the data directory.
 const LOCK_FILE: &str = "LOCK";
@@ -21,9 +23,9 @@ const LOCK_FILE: &str = "LOCK";
 /// Name of the directory that contains one directory per topic.
 const TOPICS_DIR: &str = "topics";
 
-/// The broker's data directory, locked against every other user while this value or any
-/// [`TopicLog`] opened from it is alive.
-#[derive(Debug)]
+/// The broker's data directory, locked against every other user while this value, any clone of
+/// it, or any [`TopicLog`] opened from it is alive.
+#[derive(Debug, Clone)]
 pub struct DataDir {
     shared: Arc<Shared>,
 }
@@ -37,6 +39,20 @@ pub(super) struct Shared {
     /// Open file that carries the exclusive lock; closing it releases the lock.
     _lock: File,
     open_topics: Mutex<HashSet<Topic>>,
+}
+
+/// The segment files of a topic, as [`DataDir::topic_files`] finds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicFiles {
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes of all segment files.
+    pub bytes: u64,
+    /// Modification time of the segment with the lowest base offset, in microseconds since the
+    /// Unix epoch: about the broker time of its newest record.
+    pub oldest_modified_us: u64,
+    /// Latest modification time of any segment file, in microseconds since the Unix epoch.
+    pub newest_modified_us: u64,
 }
 
 /// Proof that a topic has exactly one open [`TopicLog`] in this process; releases the topic when
@@ -73,6 +89,7 @@ impl DataDir {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(StorageError::io("create directory", &topics)(e)),
         }
+        empty_trash(&path.join(TRASH_DIR));
 
         let shared = Shared {
             root: path.to_path_buf(),
@@ -126,6 +143,38 @@ impl DataDir {
         Ok(topics)
     }
 
+    /// Returns what the segment files of `topic` take on disk, from a directory listing and file
+    /// metadata only, without opening the topic. Lets a caller decide whether a topic that is
+    /// not open needs retention work.
+    pub fn topic_files(&self, topic: &Topic) -> Result<TopicFiles, StorageError> {
+        let dir = self.topic_dir(topic);
+        let entries = fs::read_dir(&dir).map_err(StorageError::io("list", &dir))?;
+        let mut files = TopicFiles::default();
+        let mut oldest_base = u64::MAX;
+        for entry in entries {
+            let entry = entry.map_err(StorageError::io("list", &dir))?;
+            let Some(base) = parse_segment_file_name(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let metadata = entry
+                .metadata()
+                .map_err(StorageError::io("read metadata of", &entry.path()))?;
+            let modified_us = metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_micros() as u64);
+            files.segments += 1;
+            files.bytes += metadata.len();
+            files.newest_modified_us = files.newest_modified_us.max(modified_us);
+            if base < oldest_base {
+                oldest_base = base;
+                files.oldest_modified_us = modified_us;
+            }
+        }
+        Ok(files)
+    }
+
     /// Opens the log of `topic`, creating the topic if it does not exist and recovering its
     /// segments if it does.
     ///
@@ -145,6 +194,25 @@ fn lock_exclusive(lock: &File, path: &Path) -> Result<(), StorageError> {
             path: path.to_path_buf(),
         }),
         Err(TryLockError::Error(e)) => Err(StorageError::io("lock", path)(e)),
+    }
+}
+
+/// Removes what deleted topics left in the trash directory, logging what fails: leftovers only
+/// take space.
+fn empty_trash(trash: &Path) {
+    let Ok(entries) = fs::read_dir(trash) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "removed a deleted topic's files"),
+            Err(error) => tracing::warn!(
+                path = %path.display(),
+                %error,
+                "failed to remove a deleted topic's files"
+            ),
+        }
     }
 }
 
@@ -183,6 +251,11 @@ impl TopicClaim {
     /// Returns the claimed topic.
     pub(super) fn topic(&self) -> &Topic {
         &self.topic
+    }
+
+    /// Returns the directory that deleted topic directories are moved to.
+    pub(super) fn trash_dir(&self) -> PathBuf {
+        self.shared.root.join(TRASH_DIR)
     }
 }
 

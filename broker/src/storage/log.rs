@@ -6,19 +6,22 @@ use std::io;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use chorus_protocol::event::{encode_entry, entry_len, measure_entry};
 use chorus_protocol::topic::Topic;
 use chorus_protocol::DecodeError;
+use rand::Rng;
 
 use super::config::{FsyncPolicy, LogConfig};
 use super::data_dir::TopicClaim;
 use super::error::StorageError;
 use super::meta::{self, META_FILE, META_TMP_FILE};
 use super::recovery::{list_segment_files, open_segments};
-use super::segment::{put_record, record_entry_len, sync_dir, Segment, RECORD_HEADER_LEN};
+use super::segment::{
+    entry_time, put_record, record_entry_len, sync_dir, Segment, RECORD_HEADER_LEN,
+};
 
 /// Maximum length of a publisher id in an entry. `encode_entry` cuts longer ones.
 const MAX_PUBLISHER_LEN: usize = u8::MAX as usize;
@@ -28,23 +31,29 @@ const MAX_PUBLISHER_LEN: usize = u8::MAX as usize;
 /// Appends are buffered in memory until [`TopicLog::commit`] writes them to the active segment.
 /// Readers see only committed entries.
 pub struct TopicLog {
-    dir: PathBuf,
-    config: LogConfig,
-    stream_id: u64,
+    pub(super) dir: PathBuf,
+    pub(super) config: LogConfig,
+    pub(super) stream_id: u64,
     /// Segments in offset order; never empty, and the last one is the active segment.
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
     /// Encoded records appended since the last commit.
     pending: BytesMut,
     pending_count: u64,
-    committed: u64,
+    pub(super) committed: u64,
     last_sync: Instant,
     /// Whether a segment was created since the topic directory was last synced.
     dir_unsynced: bool,
+    /// This topic's share of the segment age, in microseconds, subtracted from
+    /// [`LogConfig::segment_ms`] so that topics created together do not roll together.
+    roll_jitter_us: u64,
+    /// Modification time of the active segment file when the log was opened, in microseconds
+    /// since the Unix epoch. Used in place of the newest record's time while the log has none.
+    pub(super) opened_mtime_us: u64,
     /// Set when a write or sync failure left the files in a state this value cannot vouch for.
     failed: bool,
     /// Declared last so that it is dropped last: the topic becomes free for another open, and
     /// the data directory lock may be released, only after the files and maps are closed.
-    claim: TopicClaim,
+    pub(super) claim: TopicClaim,
 }
 
 /// Outcome of a [`TopicLog::read`].
@@ -92,19 +101,14 @@ impl TopicLog {
 
         let segments = if files.is_empty() {
             // The first segment is synced whatever the policy: creating a topic is rare.
-            let first = Segment::create(
-                &dir,
-                0,
-                config.segment_bytes,
-                config.index_interval_bytes,
-                config.use_mmap,
-                true,
-            )
-            .map_err(|e| e.error)?;
+            let first = Segment::create(&dir, 0, config, true).map_err(|e| e.error)?;
             vec![first]
         } else {
-            open_segments(&files, config)?
+            open_segments(&dir, &files, config)?
         };
+        let opened_mtime_us = segments
+            .last()
+            .map_or_else(now_us, |s| modified_us(&s.path));
 
         let log = TopicLog {
             dir,
@@ -116,6 +120,8 @@ impl TopicLog {
             pending_count: 0,
             last_sync: Instant::now(),
             dir_unsynced: false,
+            roll_jitter_us: roll_jitter_us(config),
+            opened_mtime_us,
             failed: false,
             claim,
         };
@@ -133,6 +139,11 @@ impl TopicLog {
     /// Returns the topic.
     pub fn topic(&self) -> &Topic {
         self.claim.topic()
+    }
+
+    /// Returns the settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
     }
 
     /// Returns the topic's stream id: random, nonzero, chosen when the topic was created.
@@ -238,8 +249,10 @@ impl TopicLog {
 
     /// Writes all buffered entries to the log and returns the new committed offset.
     ///
-    /// Records go to the active segment with one write per segment they touch. A segment is
-    /// closed when the next record would take it past `segment_bytes`, and a new one is started.
+    /// Records go to the active segment with one write per segment they touch. The active
+    /// segment is closed, its index files written and a new one started when the next record
+    /// would take it past `segment_bytes`. The same happens when that record's broker time is
+    /// `segment_ms` (less this topic's jitter) or more after the segment's first record.
     /// Before returning, the commit syncs as the [`FsyncPolicy`] requires; entries become
     /// readable only after that sync.
     ///
@@ -290,7 +303,8 @@ impl TopicLog {
     /// Stops after `max_count` entries, or before the entry that would take the total entry bytes
     /// past `max_bytes`; the first entry is delivered whatever its size. `from` equal to the
     /// committed offset delivers nothing. `from` below the earliest offset or above the committed
-    /// offset is [`StorageError::OffsetOutOfRange`].
+    /// offset is [`StorageError::OffsetOutOfRange`]. A record whose CRC does not match stops the
+    /// read with [`StorageError::Corrupt`]; the entries before it have been passed to the sink.
     pub fn read(
         &self,
         from: u64,
@@ -336,15 +350,26 @@ impl TopicLog {
     }
 
     /// Flushes every written byte and created segment to the disk now, whatever the policy.
+    ///
+    /// Closed segments that were not flushed when they closed get their index files rewritten,
+    /// so that the next start can trust them even after a reboot.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.check_writable()?;
-        for segment in self.segments.iter_mut().filter(|s| s.unsynced) {
+        let active = self.segments.len() - 1;
+        let mut rewrote = false;
+        for (i, segment) in self.segments.iter_mut().enumerate() {
+            if !segment.unsynced {
+                continue;
+            }
             if let Err(error) = segment.sync() {
                 self.failed = true;
                 return Err(error);
             }
+            if i < active {
+                rewrote |= write_indexes_or_warn(segment, true);
+            }
         }
-        if self.dir_unsynced {
+        if self.dir_unsynced || rewrote {
             if let Err(error) = sync_dir(&self.dir) {
                 self.failed = true;
                 return Err(error);
@@ -372,7 +397,35 @@ impl TopicLog {
         Ok(true)
     }
 
-    fn check_writable(&self) -> Result<(), StorageError> {
+    /// Returns when [`TopicLog::sync_if_due`] will next sync: the last sync plus the interval,
+    /// while unsynced data exists under [`FsyncPolicy::Interval`], and `None` otherwise.
+    pub fn sync_deadline(&self) -> Option<Instant> {
+        let FsyncPolicy::Interval(interval) = self.config.fsync else {
+            return None;
+        };
+        let unsynced = self.dir_unsynced || self.segments.iter().any(|s| s.unsynced);
+        unsynced.then(|| self.last_sync + interval)
+    }
+
+    /// Returns the first committed offset whose entry's broker time is `time_us` or later, or
+    /// the committed offset when every entry is older.
+    ///
+    /// Uses the segments' time indexes and scans at most about one time index interval of
+    /// records. A record that fails its CRC check ends the scan early; the result is then an
+    /// earlier offset, so a reader starting there receives every newer entry and meets the
+    /// damage itself.
+    pub fn offset_for_time(&self, time_us: u64) -> u64 {
+        let found = self
+            .segments
+            .iter()
+            .find(|s| s.time_index.max_time_us().is_some_and(|max| max >= time_us));
+        match found {
+            Some(segment) => find_time_in_segment(segment, time_us),
+            None => self.committed,
+        }
+    }
+
+    pub(super) fn check_writable(&self) -> Result<(), StorageError> {
         if self.failed {
             return Err(StorageError::Failed {
                 path: self.dir.clone(),
@@ -389,11 +442,31 @@ impl TopicLog {
         }
     }
 
-    fn active(&self) -> &Segment {
-        // The constructor never builds a log without segments and none is ever removed.
+    pub(super) fn active(&self) -> &Segment {
+        // The constructor never builds a log without segments, and retention removes closed
+        // segments only.
         self.segments
             .last()
             .expect("a topic log always has an active segment")
+    }
+
+    /// Returns whether `record` must go to a new segment rather than to one that is
+    /// `segment_len` bytes long and whose first record has broker time `first_time_us`.
+    fn closes_before(&self, segment_len: u64, first_time_us: Option<u64>, record: &[u8]) -> bool {
+        if segment_len + record_len_at(record) > self.config.segment_bytes {
+            return true;
+        }
+        first_time_us.is_some_and(|first| self.age_due(first, record_time_at(record)))
+    }
+
+    /// Returns whether a segment whose first record has broker time `first_time_us` has reached
+    /// its maximum age at time `time_us`.
+    pub(super) fn age_due(&self, first_time_us: u64, time_us: u64) -> bool {
+        match self.config.segment_age_us() {
+            // The jitter is at most a tenth of the age, so the subtraction cannot underflow.
+            Some(age) => time_us.saturating_sub(first_time_us) >= age - self.roll_jitter_us,
+            None => false,
+        }
     }
 
     /// Writes `records`, rolling segments as needed.
@@ -401,9 +474,10 @@ impl TopicLog {
         let sync_now = self.sync_due();
         let mut start = 0;
         while start < records.len() {
-            let first_len = record_len_at(&records[start..]);
             let active = self.active();
-            if !active.is_empty() && active.len() + first_len > self.config.segment_bytes {
+            let first_time = active.time_index.first_time_us();
+            if !active.is_empty() && self.closes_before(active.len(), first_time, &records[start..])
+            {
                 self.roll()?;
             }
             let end = self.run_end(records, start);
@@ -419,13 +493,19 @@ impl TopicLog {
     /// Returns the end of the run of records from `start` that fits into the active segment,
     /// which is at least one record.
     fn run_end(&self, records: &[u8], start: usize) -> usize {
-        let mut size = self.active().len();
+        let active = self.active();
+        let first_time = active
+            .time_index
+            .first_time_us()
+            .unwrap_or_else(|| record_time_at(&records[start..]));
+        let mut size = active.len();
         let mut end = start;
         while end < records.len() {
-            let len = record_len_at(&records[end..]);
-            if end > start && size + len > self.config.segment_bytes {
+            let record = &records[end..];
+            if end > start && self.closes_before(size, Some(first_time), record) {
                 break;
             }
+            let len = record_len_at(record);
             size += len;
             end += len as usize;
         }
@@ -467,8 +547,9 @@ impl TopicLog {
         let mut offset = segment.next_offset;
         let mut at = 0;
         while at < run.len() {
-            segment.index.observe(offset, pos + at as u64);
-            at += record_len_at(&run[at..]) as usize;
+            let record = &run[at..];
+            segment.observe(offset, record_time_at(record), pos + at as u64);
+            at += record_len_at(record) as usize;
             offset += 1;
         }
         segment.view.publish(
@@ -482,29 +563,25 @@ impl TopicLog {
         Ok(())
     }
 
-    /// Closes the active segment and starts a new one at the committed offset.
-    fn roll(&mut self) -> Result<(), StorageError> {
+    /// Closes the active segment, writes its index files, and starts a new segment at the
+    /// committed offset.
+    ///
+    /// Unless the policy is `never`, the closed segment and its index files are flushed before
+    /// the new segment exists, so a segment followed by another is always complete on disk.
+    pub(super) fn roll(&mut self) -> Result<(), StorageError> {
         let sync = self.config.fsync != FsyncPolicy::Never;
-        if sync {
-            let Some(active) = self.segments.last_mut() else {
-                unreachable!("a topic log always has an active segment");
-            };
-            if active.unsynced {
-                if let Err(error) = active.sync() {
-                    self.failed = true;
-                    return Err(error);
-                }
+        let Some(active) = self.segments.last_mut() else {
+            unreachable!("a topic log always has an active segment");
+        };
+        if sync && active.unsynced {
+            if let Err(error) = active.sync() {
+                self.failed = true;
+                return Err(error);
             }
         }
+        write_indexes_or_warn(active, sync);
 
-        let created = Segment::create(
-            &self.dir,
-            self.committed,
-            self.config.segment_bytes,
-            self.config.index_interval_bytes,
-            self.config.use_mmap,
-            sync,
-        );
+        let created = Segment::create(&self.dir, self.committed, &self.config, sync);
         match created {
             Ok(segment) => {
                 tracing::debug!(
@@ -543,6 +620,71 @@ impl fmt::Debug for TopicLog {
 /// Returns the length of the record at the front of `records`, which this log encoded itself.
 fn record_len_at(records: &[u8]) -> u64 {
     (RECORD_HEADER_LEN + record_entry_len(records)) as u64
+}
+
+/// Returns the broker time of the record at the front of `records`, which this log encoded
+/// itself.
+fn record_time_at(records: &[u8]) -> u64 {
+    entry_time(&records[RECORD_HEADER_LEN..])
+}
+
+/// Writes the index files of a closed segment and returns whether that worked. A failure is
+/// logged and otherwise ignored: the next start scans the segment instead.
+fn write_indexes_or_warn(segment: &Segment, sync_files: bool) -> bool {
+    match segment.write_indexes(sync_files) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                path = %segment.path.display(),
+                %error,
+                "failed to write index files; the next start scans this segment"
+            );
+            false
+        }
+    }
+}
+
+/// Returns the first offset in `segment` whose broker time is `time_us` or later; the segment's
+/// newest record is that recent.
+fn find_time_in_segment(segment: &Segment, time_us: u64) -> u64 {
+    let (lower_bound, start) = segment.time_index.lookup(time_us);
+    let mut found = None;
+    let scanned = segment.for_each_record(start, |_, offset, entry| {
+        if entry_time(entry) >= time_us {
+            found = Some(offset);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Err(error) = scanned {
+        tracing::warn!(%error, time_us, "failed to scan a segment for a time");
+    }
+    found.unwrap_or(lower_bound)
+}
+
+/// Draws this topic's roll jitter: up to a tenth of the segment age.
+fn roll_jitter_us(config: &LogConfig) -> u64 {
+    match config.segment_age_us() {
+        Some(age) => rand::thread_rng().gen_range(0..=age / 10),
+        None => 0,
+    }
+}
+
+/// Returns the current wall-clock time in microseconds since the Unix epoch.
+pub(super) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Returns the modification time of `path` in microseconds since the Unix epoch, or the current
+/// time when the file system does not report one.
+fn modified_us(path: &Path) -> u64 {
+    let modified = fs::metadata(path).and_then(|m| m.modified());
+    match modified.map(|t| t.duration_since(UNIX_EPOCH)) {
+        Ok(Ok(since_epoch)) => since_epoch.as_micros() as u64,
+        _ => now_us(),
+    }
 }
 
 /// Delivers entries of one segment into `state`. Returns whether a limit stopped the read.

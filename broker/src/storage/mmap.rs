@@ -20,6 +20,13 @@
 //!    the readable length before it forms a slice, and no reference ever spans the rest of the
 //!    mapping. The mapping may be longer than the file (see below); its pages past the end of
 //!    the file are never touched.
+//! 5. **No slice outlives its mapping.** A mapping is dropped only with its [`SegmentView`]:
+//!    when the log closes, when retention deletes the segment, or when the topic is deleted.
+//!    Each of these takes the [`super::TopicLog`] by `&mut` or by value, while every slice
+//!    borrows it shared, so the borrow checker rules out a slice at that moment (in the broker,
+//!    readers and retention also take the same topic lock). Retention unlinks the file before
+//!    it drops the mapping, which is fine on Linux: an unlinked file keeps its pages until its
+//!    last mapping and descriptor are gone, so the mapped bytes stay valid and unchanged.
 //!
 //! The active segment grows after it is mapped. Rather than remapping on every commit, the view
 //! maps the full segment size up front (address space only: the file is not extended, so its
@@ -162,7 +169,8 @@ fn mapped_slice(map: &MmapRaw, pos: u64, len: usize) -> &[u8] {
     // mapping just above, so the pointer arithmetic stays inside one mapping. The bytes are below
     // the readable length, which the file never shrinks below (contract 2) and which no writer
     // modifies (contracts 1 and 3), so they stay valid and unchanged for as long as the returned
-    // slice borrows `map`. The slice covers only these bytes (contract 4).
+    // slice borrows `map`. The mapping is not dropped while a slice borrows it (contract 5).
+    // The slice covers only these bytes (contract 4).
     unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Entries are stored in exactly the layout they have inside an EVENTS frame
 //! ([`chorus_protocol::event::encode_entry`]), so a run of stored entries becomes a frame with one
-//! copy and no re-encoding.
+//! copy and no re-encoding. `spec/STORAGE.md` describes every file byte by byte, the durability
+//! of each fsync policy, and what recovery does after a crash or a power loss.
 //!
 //! # Data directory
 //!
@@ -10,80 +11,68 @@
 //! <data>/LOCK                        exclusive lock held while a DataDir or TopicLog is alive
 //! <data>/topics/<dir name>/          one directory per topic
 //! <data>/topics/<dir name>/topic.meta
-//! <data>/topics/<dir name>/00000000000000000000.log
+//! <data>/topics/<dir name>/00000000000000000000.log        a closed segment
+//! <data>/topics/<dir name>/00000000000000000000.index      its sparse offset index
+//! <data>/topics/<dir name>/00000000000000000000.timeindex  its sparse time index
+//! <data>/topics/<dir name>/00000000000000004711.log        the active segment
+//! <data>/trash/                      deleted topic directories, until their files are removed
 //! ```
 //!
 //! A topic's directory name is the topic name with every `/` replaced by `+`. Topic names never
 //! contain `+`, so the mapping is one to one and all topic directories sit side by side.
 //!
-//! # `topic.meta`
+//! # Segments
 //!
-//! 22 bytes, all integers big-endian, written once when the topic is created (to a temporary
-//! file, synced, renamed into place, then the directory is synced):
-//!
-//! | bytes | field |
-//! | --- | --- |
-//! | 0..6 | magic `CHRTOP` |
-//! | 6..8 | format version `u16`, currently 1 |
-//! | 8..16 | stream id `u64`, random and nonzero |
-//! | 16..18 | reserved `u16`, zero |
-//! | 18..22 | CRC-32 (IEEE, as computed by `crc32fast`) `u32` of bytes 0..18 |
-//!
-//! # Segment files
-//!
-//! A topic's log is split into segment files named after the offset of their first entry, as 20
-//! zero-padded decimal digits followed by `.log`. Each file starts with a 16-byte header:
-//!
-//! | bytes | field |
-//! | --- | --- |
-//! | 0..6 | magic `CHRSEG` |
-//! | 6..8 | format version `u16`, currently 1 |
-//! | 8..16 | base offset `u64`, equal to the number in the file name |
-//!
-//! Records follow back to back, with nothing between them:
-//!
-//! | bytes | field |
-//! | --- | --- |
-//! | 0..4 | entry length `u32` |
-//! | 4..8 | CRC-32 `u32` of the entry bytes |
-//! | 8.. | the entry, in the wire layout, starting with its offset `u64` |
-//!
-//! Offsets are consecutive: the first record of a segment carries the base offset, each later
-//! record the previous offset plus one, and each segment starts where the previous one ends.
-//! A segment is closed when the next record would take it past the configured size. A record
-//! larger than that size gets a segment of its own.
+//! A topic's log is split into segment files named after the offset of their first entry. Each
+//! record is an entry with its length and a CRC-32 of its own. Offsets are consecutive across
+//! segments. The active segment is closed, and a new one started, when the next record would
+//! take it past `segment_bytes`. The same happens when that record's broker time is `segment_ms`
+//! after the segment's first record, less a random per-topic jitter of up to a tenth of
+//! `segment_ms`.
+//! Closing a segment writes its offset and time index files; only closed segments are ever
+//! deleted.
 //!
 //! # Recovery
 //!
-//! Opening a topic scans every segment in full and checks each record's length, CRC, entry layout
-//! and offset. The last segment is cut at its first invalid or incomplete record, which is what a
-//! crash in the middle of a write leaves behind. A warning reports how many bytes were dropped.
-//! An invalid record in any earlier segment is reported as [`StorageError::Corrupt`], because a
-//! segment is synced before the next one is created.
-//!
-//! NOTE: with `fsync = "never"` nothing is synced on a roll, so after a power loss the kernel
-//! may have written a later segment but not the end of an earlier one. Opening such a topic
-//! fails with [`StorageError::Corrupt`] and needs manual repair.
-//!
-//! The scan also builds each segment's sparse offset index, which is kept in memory only: one
-//! (offset, file position) pair per `index_interval_bytes` of records.
+//! Opening a topic reads the index files of each closed segment instead of its records, when
+//! their CRC and header match the segment file and the segment was either flushed before they
+//! were written or written since the last boot. Every other segment, and always the active one,
+//! is scanned: each record's length, CRC, entry layout and offset is checked. The log ends at
+//! the first invalid or incomplete record, which is what a crash in the middle of a write
+//! leaves behind; a closed segment damaged that way becomes the active segment and the segments
+//! after it are deleted. Reads check each record's CRC again, so a record damaged later is
+//! reported as [`StorageError::Corrupt`] and never returned.
 //!
 //! # Reads
 //!
 //! Readers see only entries below [`TopicLog::committed_offset`]. By default committed bytes are
 //! read through memory maps (see the `mmap` module for the contract that keeps them sound);
 //! `use_mmap = false` in [`LogConfig`] reads with positioned reads instead.
+//! [`TopicLog::offset_for_time`] finds where a read from a broker time starts.
+//!
+//! # Retention
+//!
+//! [`TopicLog::enforce_retention`] deletes the oldest closed segments past `retention_ms` or
+//! `retention_bytes`, [`TopicLog::roll_if_due`] closes an active segment that aged without new
+//! entries, and [`TopicLog::delete`] removes a whole topic. The broker calls them from a
+//! background thread.
 
 mod config;
 mod data_dir;
 mod error;
+mod index;
+mod index_file;
 mod log;
 mod meta;
 mod mmap;
+mod pattern;
 mod recovery;
+mod retention;
 mod segment;
 
 pub use config::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, TopicFiles};
 pub use error::StorageError;
 pub use log::{ReadSummary, TopicLog};
+pub use pattern::{PatternError, TopicPattern};
+pub use retention::{DeletedTopic, RetentionReport};

@@ -1,5 +1,6 @@
-//! Opening the segments of a topic: header checks, a full scan of every record, and truncation of
-//! a torn tail in the last segment.
+//! Opening the segments of a topic: header checks, index files instead of scans where they can
+//! be trusted, a full scan of every other segment, and truncation of the log at the first
+//! damaged record.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -8,23 +9,31 @@ use std::path::{Path, PathBuf};
 
 use chorus_protocol::event::measure_entry;
 
-use super::config::LogConfig;
+use super::config::{FsyncPolicy, LogConfig};
 use super::error::StorageError;
+use super::index::{SparseIndex, TimeIndex};
+use super::index_file::{
+    read_index_files, remove_index_files, LoadedIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+    TMP_SUFFIX,
+};
 use super::meta::{META_FILE, META_TMP_FILE};
 use super::mmap::SegmentView;
 use super::segment::{
-    check_header, encode_header, parse_segment_file_name, record_crc, record_entry_len, Segment,
-    SparseIndex, MIN_ENTRY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    check_header, encode_header, entry_time, parse_segment_file_name, record_crc, record_entry_len,
+    sync_dir, Segment, MIN_ENTRY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
 /// Read buffer for scanning a segment.
 const SCAN_BUFFER_LEN: usize = 256 * 1024;
 
-/// Returns the segment files in `dir` as (base offset, path), sorted by base offset. Logs a
-/// warning for every other entry except the metadata files.
+/// Returns the segment files in `dir` as (base offset, path), sorted by base offset.
+///
+/// Removes temporary index files and index files whose segment is gone, which a crash while
+/// closing or deleting a segment leaves behind. Logs a warning for every other unknown entry.
 pub(super) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let entries = fs::read_dir(dir).map_err(StorageError::io("list", dir))?;
     let mut segments = Vec::new();
+    let mut index_files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(StorageError::io("list", dir))?;
         let name = entry.file_name();
@@ -32,105 +41,309 @@ pub(super) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Stor
         if name == META_FILE || name == META_TMP_FILE {
             continue;
         }
-        match parse_segment_file_name(&name) {
-            Some(base) => segments.push((base, entry.path())),
-            None => {
-                let path = entry.path();
-                tracing::warn!(path = %path.display(), "ignoring unknown file in topic directory");
-            }
+        if let Some(base) = parse_segment_file_name(&name) {
+            segments.push((base, entry.path()));
+        } else if let Some(base) = parse_index_file_name(&name) {
+            index_files.push((base, entry.path()));
+        } else if name.ends_with(TMP_SUFFIX) {
+            remove_leftover(&entry.path(), "temporary index file")?;
+        } else {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "ignoring unknown file in topic directory");
         }
     }
     segments.sort_unstable_by_key(|&(base, _)| base);
+
+    for (base, path) in index_files {
+        if segments.binary_search_by_key(&base, |&(b, _)| b).is_err() {
+            remove_leftover(&path, "index file without a segment")?;
+        }
+    }
     Ok(segments)
 }
 
-/// Opens and checks every segment in `files`, which are sorted and not empty, and truncates the
-/// last one after its last valid record.
+/// Returns the base offset named by an index file name, or `None` for any other name.
+fn parse_index_file_name(name: &str) -> Option<u64> {
+    let digits = name
+        .strip_suffix(OFFSET_INDEX_SUFFIX)
+        .or_else(|| name.strip_suffix(TIME_INDEX_SUFFIX))?;
+    parse_segment_file_name(&format!("{digits}.log"))
+}
+
+fn remove_leftover(path: &Path, what: &str) -> Result<(), StorageError> {
+    tracing::info!(path = %path.display(), "removing leftover {what}");
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("remove", path)(e)),
+    }
+}
+
+/// Opens the segments in `files`, which are sorted and not empty, in directory `dir`.
+///
+/// Closed segments with trusted index files are opened without reading their records; every
+/// other segment is scanned. The log ends at the first invalid or incomplete record: the segment
+/// that contains it is truncated there and becomes the active segment, and any later segments are
+/// deleted, because offsets must stay consecutive.
 pub(super) fn open_segments(
+    dir: &Path,
     files: &[(u64, PathBuf)],
     config: &LogConfig,
 ) -> Result<Vec<Segment>, StorageError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
+    let mut synced_indexes = false;
     for (i, (base, path)) in files.iter().enumerate() {
         if let Some(previous) = segments.last() {
-            if previous.next_offset != *base {
-                return Err(StorageError::corrupt(
-                    path,
-                    0,
-                    format!(
-                        "segment starts at offset {base}, but the previous segment ends at \
-                         offset {}",
-                        previous.next_offset
-                    ),
-                ));
+            check_consecutive(previous, *base, path)?;
+        }
+        if i + 1 == files.len() {
+            segments.push(open_active(path, *base, config)?);
+            break;
+        }
+        let next_base = files[i + 1].0;
+        match open_closed(path, *base, next_base, config)? {
+            Closed::Opened { segment, rewrote } => {
+                synced_indexes |= rewrote && !segment.unsynced;
+                segments.push(segment);
+            }
+            Closed::Damaged { position, reason } => {
+                drop_later_segments(path, *base, position, &reason, &files[i + 1..])?;
+                segments.push(open_active(path, *base, config)?);
+                break;
             }
         }
-        let is_last = i + 1 == files.len();
-        segments.push(open_segment(path, *base, is_last, config)?);
+    }
+    if synced_indexes {
+        sync_dir(dir)?;
     }
     Ok(segments)
 }
 
-fn open_segment(
+fn check_consecutive(previous: &Segment, base: u64, path: &Path) -> Result<(), StorageError> {
+    if previous.next_offset == base {
+        return Ok(());
+    }
+    Err(StorageError::corrupt(
+        path,
+        0,
+        format!(
+            "segment starts at offset {base}, but the previous segment ends at offset {}",
+            previous.next_offset
+        ),
+    ))
+}
+
+/// Outcome of opening a closed segment.
+enum Closed {
+    Opened {
+        segment: Segment,
+        /// Whether its index files were rebuilt from a scan.
+        rewrote: bool,
+    },
+    /// The segment contains an invalid record at `position`, or an incomplete header.
+    Damaged { position: u64, reason: String },
+}
+
+/// Opens a segment that is not the last one, from its index files if they can be trusted and
+/// by scanning it otherwise. `next_base` is the base offset of the segment after it.
+fn open_closed(
     path: &Path,
     base_offset: u64,
-    is_last: bool,
+    next_base: u64,
+    config: &LogConfig,
+) -> Result<Closed, StorageError> {
+    let file = File::open(path).map_err(StorageError::io("open", path))?;
+    let file_len = file_len(&file, path)?;
+    if let Header::Incomplete = read_header(&file, path, file_len, base_offset)? {
+        return Ok(Closed::Damaged {
+            position: 0,
+            reason: "segment header is missing or zeroed".to_owned(),
+        });
+    }
+
+    match read_index_files(path, base_offset, file_len) {
+        Ok(loaded) if loaded.trusted() => {
+            let segment = segment_from_indexes(path, file, base_offset, file_len, loaded, config);
+            return Ok(Closed::Opened {
+                segment,
+                rewrote: false,
+            });
+        }
+        Ok(_) => tracing::info!(
+            path = %path.display(),
+            "segment was not flushed before a reboot; scanning it"
+        ),
+        Err(unusable) if unusable.missing => tracing::info!(
+            path = %path.display(),
+            reason = %unusable.reason,
+            "index files of a closed segment are missing; scanning it and rewriting them"
+        ),
+        Err(unusable) => tracing::warn!(
+            path = %path.display(),
+            reason = %unusable.reason,
+            "index files of a closed segment are invalid; scanning it and rewriting them"
+        ),
+    }
+
+    let scan = scan_records(&file, path, base_offset, file_len, config)?;
+    if let Some(reason) = scan.invalid {
+        return Ok(Closed::Damaged {
+            position: scan.valid_len,
+            reason,
+        });
+    }
+    if scan.next_offset < next_base {
+        // Whole records are missing from the end, as when a power loss kept only part of the
+        // file's growth.
+        let reason = format!(
+            "segment ends at offset {}, but the next segment starts at offset {next_base}",
+            scan.next_offset
+        );
+        return Ok(Closed::Damaged {
+            position: scan.valid_len,
+            reason,
+        });
+    }
+    let segment = rebuilt_segment(path, file, base_offset, scan, config)?;
+    Ok(Closed::Opened {
+        segment,
+        rewrote: true,
+    })
+}
+
+fn segment_from_indexes(
+    path: &Path,
+    file: File,
+    base_offset: u64,
+    file_len: u64,
+    loaded: LoadedIndexes,
+    config: &LogConfig,
+) -> Segment {
+    let view = SegmentView::new(&file, path, file_len, file_len, config.use_mmap);
+    Segment {
+        base_offset,
+        path: path.to_path_buf(),
+        file,
+        next_offset: loaded.next_offset,
+        index: loaded.offsets,
+        time_index: loaded.times,
+        view,
+        unsynced: !loaded.synced,
+    }
+}
+
+/// Builds a closed segment from a clean scan and writes its index files. Unless the policy is
+/// `never`, flushes the segment first, so that the new index files can record it as flushed.
+fn rebuilt_segment(
+    path: &Path,
+    file: File,
+    base_offset: u64,
+    scan: Scan,
     config: &LogConfig,
 ) -> Result<Segment, StorageError> {
+    let view = SegmentView::new(&file, path, scan.valid_len, scan.valid_len, config.use_mmap);
+    let mut segment = Segment {
+        base_offset,
+        path: path.to_path_buf(),
+        file,
+        next_offset: scan.next_offset,
+        index: scan.index,
+        time_index: scan.time_index,
+        view,
+        unsynced: true,
+    };
+    let sync = config.fsync != FsyncPolicy::Never;
+    if sync {
+        segment.sync()?;
+    }
+    if let Err(error) = segment.write_indexes(sync) {
+        // The indexes only speed up the next start, which scans the segment again without them.
+        tracing::warn!(path = %path.display(), %error, "failed to write index files");
+    }
+    Ok(segment)
+}
+
+/// Deletes the segments after a damaged one, which the log can no longer reach.
+fn drop_later_segments(
+    damaged: &Path,
+    base_offset: u64,
+    position: u64,
+    reason: &str,
+    later: &[(u64, PathBuf)],
+) -> Result<(), StorageError> {
+    let mut dropped_bytes = 0;
+    for (_, path) in later {
+        dropped_bytes += fs::metadata(path).map_or(0, |m| m.len());
+    }
+    tracing::error!(
+        path = %damaged.display(),
+        base_offset,
+        position,
+        reason,
+        dropped_segments = later.len(),
+        dropped_bytes,
+        "closed segment is damaged, by a power loss under fsync = \"never\" or by a change \
+         from outside chorusd; the log now ends at the damage and the later segments are deleted"
+    );
+    for (_, path) in later.iter().rev() {
+        fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+        remove_index_files(path)?;
+    }
+    if let Some(dir) = damaged.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Opens the last segment for appending: checks every record, truncates it after the last valid
+/// one, and removes index files left from an earlier close.
+fn open_active(path: &Path, base_offset: u64, config: &LogConfig) -> Result<Segment, StorageError> {
     let file = File::options()
         .read(true)
-        .write(is_last)
+        .write(true)
         .open(path)
         .map_err(StorageError::io("open", path))?;
-    let mut file_len = file
-        .metadata()
-        .map_err(StorageError::io("read metadata of", path))?
-        .len();
+    let mut file_len = file_len(&file, path)?;
 
-    match read_header(&file, path, file_len, base_offset)? {
-        Header::Valid => {}
-        Header::Incomplete if is_last => {
-            rewrite_header(&file, path, base_offset, file_len)?;
-            file_len = SEGMENT_HEADER_LEN as u64;
-        }
-        Header::Incomplete => {
-            return Err(StorageError::corrupt(
-                path,
-                0,
-                "segment header is missing or zeroed, but later segments exist",
-            ))
-        }
+    if let Header::Incomplete = read_header(&file, path, file_len, base_offset)? {
+        rewrite_header(&file, path, base_offset, file_len)?;
+        file_len = SEGMENT_HEADER_LEN as u64;
     }
 
-    let scan = scan_records(
-        &file,
-        path,
-        base_offset,
-        file_len,
-        config.index_interval_bytes,
-    )?;
-    if let Some(reason) = &scan.invalid {
-        if !is_last {
-            return Err(StorageError::corrupt(path, scan.valid_len, reason.clone()));
-        }
+    let scan = scan_records(&file, path, base_offset, file_len, config)?;
+    if scan.invalid.is_some() {
         truncate_tail(&file, path, &scan, file_len)?;
     }
+    // Index files of the active segment are rewritten when it closes, so any found now
+    // describe an older state of it.
+    remove_index_files(path)?;
 
-    let reserve = if is_last {
-        config.segment_bytes
-    } else {
-        scan.valid_len
-    };
-    let view = SegmentView::new(&file, path, scan.valid_len, reserve, config.use_mmap);
+    let view = SegmentView::new(
+        &file,
+        path,
+        scan.valid_len,
+        config.segment_bytes,
+        config.use_mmap,
+    );
     Ok(Segment {
         base_offset,
         path: path.to_path_buf(),
         file,
         next_offset: scan.next_offset,
         index: scan.index,
+        time_index: scan.time_index,
         view,
-        unsynced: false,
+        // Nothing records whether the records before a crash reached the disk, so the next sync
+        // flushes them whatever happened before.
+        unsynced: true,
     })
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64, StorageError> {
+    Ok(file
+        .metadata()
+        .map_err(StorageError::io("read metadata of", path))?
+        .len())
 }
 
 enum Header {
@@ -197,7 +410,9 @@ struct Scan {
     /// Offset after the last valid record.
     next_offset: u64,
     index: SparseIndex,
-    /// Why the record at `valid_len` is invalid, if the scan stopped before the end of the file.
+    time_index: TimeIndex,
+    /// Reason the record at `valid_len` is invalid, if the scan stopped before the end of the
+    /// file.
     invalid: Option<String>,
 }
 
@@ -206,14 +421,15 @@ fn scan_records(
     path: &Path,
     base_offset: u64,
     file_len: u64,
-    index_interval: u32,
+    config: &LogConfig,
 ) -> Result<Scan, StorageError> {
     let mut reader = BufReader::with_capacity(SCAN_BUFFER_LEN, file);
     reader
         .seek(SeekFrom::Start(SEGMENT_HEADER_LEN as u64))
         .map_err(StorageError::io("seek", path))?;
 
-    let mut index = SparseIndex::new(base_offset, index_interval);
+    let mut index = SparseIndex::new(base_offset, config.index_interval_bytes);
+    let mut time_index = TimeIndex::new(base_offset, config.time_index_interval_bytes);
     let mut pos = SEGMENT_HEADER_LEN as u64;
     let mut expected = base_offset;
     let mut entry = Vec::new();
@@ -225,6 +441,7 @@ fn scan_records(
             RecordCheck::Invalid(reason) => break Some(reason),
             RecordCheck::Valid { record_len } => {
                 index.observe(expected, pos);
+                time_index.observe(entry_time(&entry), expected, pos);
                 pos += record_len;
                 expected += 1;
             }
@@ -234,6 +451,7 @@ fn scan_records(
         valid_len: pos,
         next_offset: expected,
         index,
+        time_index,
         invalid,
     })
 }
@@ -302,4 +520,23 @@ fn check_record(
     Ok(RecordCheck::Valid {
         record_len: (RECORD_HEADER_LEN + len) as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_file_names_parse() {
+        assert_eq!(
+            parse_index_file_name("00000000000000000042.index"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_index_file_name("00000000000000000042.timeindex"),
+            Some(42)
+        );
+        assert_eq!(parse_index_file_name("42.index"), None);
+        assert_eq!(parse_index_file_name("00000000000000000042.log"), None);
+    }
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use bytes::BufMut;
 use chorus_protocol::event::ENTRY_FIXED_LEN;
 
+use super::config::LogConfig;
 use super::error::StorageError;
+use super::index::{SparseIndex, TimeIndex};
+use super::index_file::{write_index_files, SegmentIndexes};
 use super::mmap::SegmentView;
 
 /// Magic bytes at the start of every segment file.
@@ -109,65 +112,11 @@ pub(super) fn entry_offset(entry: &[u8]) -> u64 {
     u64::from_be_bytes(offset)
 }
 
-/// In-memory sparse index of one segment: the file position of one record every
-/// `interval` bytes, so a read from the middle of a segment scans at most about that much.
-///
-/// Entries hold the offset relative to the segment base and the position as `u32` each. A record
-/// whose values do not fit is not indexed, which only makes reads near it scan further.
-#[derive(Debug)]
-pub(super) struct SparseIndex {
-    base_offset: u64,
-    interval: u64,
-    entries: Vec<(u32, u32)>,
-    last_position: Option<u64>,
-}
-
-impl SparseIndex {
-    /// Creates an empty index for a segment starting at `base_offset`.
-    pub(super) fn new(base_offset: u64, interval: u32) -> SparseIndex {
-        SparseIndex {
-            base_offset,
-            interval: u64::from(interval),
-            entries: Vec::new(),
-            last_position: None,
-        }
-    }
-
-    /// Records that the record for `offset` starts at `position`. Records are observed in order.
-    pub(super) fn observe(&mut self, offset: u64, position: u64) {
-        let due = match self.last_position {
-            None => true,
-            Some(last) => position >= last.saturating_add(self.interval),
-        };
-        if !due {
-            return;
-        }
-        let relative = u32::try_from(offset - self.base_offset);
-        let position32 = u32::try_from(position);
-        if let (Ok(relative), Ok(position32)) = (relative, position32) {
-            self.entries.push((relative, position32));
-            self.last_position = Some(position);
-        }
-    }
-
-    /// Returns the position of the last indexed record at or before `offset`, or of the first
-    /// record when none is indexed.
-    pub(super) fn lookup(&self, offset: u64) -> u64 {
-        let relative = offset.saturating_sub(self.base_offset);
-        let after = self
-            .entries
-            .partition_point(|&(entry, _)| u64::from(entry) <= relative);
-        match after.checked_sub(1) {
-            Some(i) => u64::from(self.entries[i].1),
-            None => SEGMENT_HEADER_LEN as u64,
-        }
-    }
-
-    /// Returns the number of index entries.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.entries.len()
-    }
+/// Reads the broker time from an entry that is at least 16 bytes long.
+pub(super) fn entry_time(entry: &[u8]) -> u64 {
+    let mut time = [0u8; 8];
+    time.copy_from_slice(&entry[8..16]);
+    u64::from_be_bytes(time)
 }
 
 /// One segment file of a topic log.
@@ -179,9 +128,11 @@ pub(super) struct Segment {
     /// Offset after the last readable record.
     pub(super) next_offset: u64,
     pub(super) index: SparseIndex,
+    pub(super) time_index: TimeIndex,
     /// Readable bytes; its readable length is the committed length of the file.
     pub(super) view: SegmentView,
-    /// Whether bytes were written since the last `fdatasync`.
+    /// Whether the file may hold bytes that no `fdatasync` has flushed yet. Set after every
+    /// write, and also after recovery wherever the log cannot vouch for an earlier flush.
     pub(super) unsynced: bool,
 }
 
@@ -194,9 +145,7 @@ impl Segment {
     pub(super) fn create(
         dir: &Path,
         base_offset: u64,
-        reserve: u64,
-        index_interval: u32,
-        use_mmap: bool,
+        config: &LogConfig,
         sync: bool,
     ) -> Result<Segment, CreateError> {
         let path = dir.join(segment_file_name(base_offset));
@@ -225,13 +174,20 @@ impl Segment {
             })?;
         }
 
-        let view = SegmentView::new(&file, &path, SEGMENT_HEADER_LEN as u64, reserve, use_mmap);
+        let view = SegmentView::new(
+            &file,
+            &path,
+            SEGMENT_HEADER_LEN as u64,
+            config.segment_bytes,
+            config.use_mmap,
+        );
         Ok(Segment {
             base_offset,
             path,
             file,
             next_offset: base_offset,
-            index: SparseIndex::new(base_offset, index_interval),
+            index: SparseIndex::new(base_offset, config.index_interval_bytes),
+            time_index: TimeIndex::new(base_offset, config.time_index_interval_bytes),
             view,
             unsynced: !sync,
         })
@@ -247,6 +203,25 @@ impl Segment {
         self.next_offset == self.base_offset
     }
 
+    /// Adds a record written at `position` to both indexes.
+    pub(super) fn observe(&mut self, offset: u64, time_us: u64, position: u64) {
+        self.index.observe(offset, position);
+        self.time_index.observe(time_us, offset, position);
+    }
+
+    /// Writes the index files of this segment, which is closed. They record whether the segment
+    /// is flushed; with `sync_files` they are flushed too, and the caller syncs the directory.
+    pub(super) fn write_indexes(&self, sync_files: bool) -> Result<(), StorageError> {
+        let indexes = SegmentIndexes {
+            base_offset: self.base_offset,
+            segment_len: self.len(),
+            next_offset: self.next_offset,
+            offsets: &self.index,
+            times: &self.time_index,
+        };
+        write_index_files(&self.path, &indexes, !self.unsynced, sync_files)
+    }
+
     /// Flushes the file's data to the disk.
     pub(super) fn sync(&mut self) -> Result<(), StorageError> {
         self.file
@@ -258,6 +233,10 @@ impl Segment {
 
     /// Calls `visit(position, offset, entry)` for each readable record from file position `pos`
     /// on, in order, until `visit` breaks or the readable bytes end. `pos` is a record boundary.
+    ///
+    /// Checks each record's length and CRC before visiting it, and returns
+    /// [`StorageError::Corrupt`] at the first that fails, so a record damaged after recovery
+    /// checked it, or in a closed segment that recovery did not scan, is never passed on.
     pub(super) fn for_each_record(
         &self,
         mut pos: u64,
@@ -346,7 +325,7 @@ enum WalkStop {
     WindowEnd,
     /// The record at `consumed` is this many bytes long but the window ends inside it.
     Incomplete(usize),
-    /// The record at `consumed` has an impossible length.
+    /// The record at `consumed` has an impossible length or a CRC that does not match.
     Invalid(&'static str),
 }
 
@@ -380,6 +359,9 @@ fn walk_records(
             break WalkStop::Incomplete(record_len);
         }
         let entry = &rest[RECORD_HEADER_LEN..record_len];
+        if record_crc(rest) != crc32fast::hash(entry) {
+            break WalkStop::Invalid("record CRC does not match its entry");
+        }
         if visit(window_pos + at as u64, entry_offset(entry), entry).is_break() {
             break WalkStop::Visitor;
         }
@@ -433,37 +415,5 @@ mod tests {
         let mut header = encode_header(0);
         header[7] = 2;
         assert!(check_header(&header, 0).is_err());
-    }
-
-    #[test]
-    fn sparse_index_keeps_one_entry_per_interval() {
-        let mut index = SparseIndex::new(100, 50);
-        for i in 0..10u64 {
-            index.observe(100 + i, 16 + 20 * i);
-        }
-        // Records sit every 20 bytes from 16; each of 76, 136 and 196 is the first position at
-        // least 50 bytes after the previous indexed one.
-        assert_eq!(index.len(), 4);
-        assert_eq!(index.lookup(100), 16);
-        assert_eq!(index.lookup(102), 16);
-        assert_eq!(index.lookup(103), 76);
-        assert_eq!(index.lookup(108), 136);
-        assert_eq!(index.lookup(109), 196);
-    }
-
-    #[test]
-    fn sparse_index_with_zero_interval_indexes_every_record() {
-        let mut index = SparseIndex::new(0, 0);
-        for i in 0..5u64 {
-            index.observe(i, 16 + 30 * i);
-        }
-        assert_eq!(index.len(), 5);
-        assert_eq!(index.lookup(3), 106);
-    }
-
-    #[test]
-    fn empty_sparse_index_points_at_first_record() {
-        let index = SparseIndex::new(5, 4096);
-        assert_eq!(index.lookup(9), SEGMENT_HEADER_LEN as u64);
     }
 }

@@ -78,7 +78,7 @@ pub fn publish_pipelined(conn: &mut Connection, topic: &Topic, payloads: &[Vec<u
 
 /// Receives EVENTS frames of `topic` until `count` comments arrived, and returns them.
 ///
-/// PUBLISH_ACK frames are skipped, so the connection may publish as well; any other frame, a
+/// PUBLISH_ACK frames are skipped, so the connection may publish as well. Any other frame, a
 /// comment of another topic or more comments than `count` fail the test.
 pub fn collect_events(conn: &mut Connection, topic: &Topic, count: usize) -> Vec<Event> {
     let mut events = Vec::with_capacity(count);

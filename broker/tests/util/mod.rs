@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod client;
+pub mod pki;
 pub mod raw;
 
 use std::collections::BTreeSet;
@@ -16,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// How long a broker may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a restarted broker may keep failing to bind its previous address.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a broker may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -44,6 +48,26 @@ impl Broker {
 
     /// Starts chorusd listening on `listen`, which may name port 0.
     pub fn start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
+        Broker::try_start_on(data_dir, listen, extra).unwrap_or_else(|message| panic!("{message}"))
+    }
+
+    /// Starts chorusd listening on `listen` again after a restart. Binding a port that was in
+    /// use a moment ago can fail while the kernel still has a socket on it, so failed starts are
+    /// retried for a few seconds.
+    pub fn restart_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Broker {
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        loop {
+            match Broker::try_start_on(data_dir, listen, extra) {
+                Ok(broker) => return broker,
+                Err(message) if Instant::now() >= deadline => panic!("{message}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Starts chorusd listening on `listen`. Returns the log as the error when the process
+    /// exits before it listens.
+    pub fn try_start_on(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<Broker, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chorusd"));
         command.arg("--data-dir").arg(data_dir).args([
             "--listen",
@@ -53,6 +77,11 @@ impl Broker {
         ]);
         if !extra.contains(&"--workers") {
             command.args(["--workers", DEFAULT_WORKERS]);
+        }
+        // The admin endpoint's default port is fixed, so brokers running side by side in
+        // tests would collide on it.
+        if !extra.contains(&"--admin-listen") {
+            command.args(["--admin-listen", "127.0.0.1:0"]);
         }
         let mut child = command
             .args(extra)
@@ -79,7 +108,9 @@ impl Broker {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let lines = log.lock().unwrap().join("\n");
-                panic!("chorusd exited with {status} before listening; log:\n{lines}");
+                return Err(format!(
+                    "chorusd exited with {status} before listening; log:\n{lines}"
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -87,13 +118,13 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Broker {
+        Ok(Broker {
             pid: child.id(),
             child: Some(child),
             addr,
             data_dir: data_dir.to_owned(),
             log,
-        }
+        })
     }
 
     /// Returns the address as "host:port" for the client.
@@ -117,7 +148,8 @@ impl Broker {
     /// Returns the resident set size of the process in bytes, from `/proc/<pid>/status`.
     pub fn rss_bytes(&self) -> u64 {
         let path = format!("/proc/{}/status", self.pid);
-        let status = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let status =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("failed to read {path}: {e}"));
         let line = status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -133,6 +165,13 @@ impl Broker {
     /// Returns the log lines written so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Returns the address of the admin endpoint, from its `admin listening addr=...` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin listening", START_TIMEOUT);
+        parse_addr_field(&line)
+            .unwrap_or_else(|| panic!("no address in the admin log line {line:?}"))
     }
 
     /// Waits until a log line contains `needle`, or panics after `timeout`.
@@ -197,17 +236,23 @@ impl Drop for Broker {
     }
 }
 
+/// Parses the `addr=` field of a log line.
+fn parse_addr_field(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("addr=")? + 5..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Finds the address of the plain TCP listener, whose log line has the bare message
+/// "listening" (the WebSocket, TLS and admin listeners add words to it).
 fn find_listen_addr(lines: &[String]) -> Option<SocketAddr> {
+    const MARKER: &str = ": listening addr=";
     lines.iter().find_map(|line| {
-        if !line.contains("listening") {
-            return None;
-        }
-        let rest = &line[line.find("addr=")? + 5..];
+        let rest = &line[line.find(MARKER)? + MARKER.len()..];
         rest.split_whitespace().next()?.parse().ok()
     })
 }
 
-/// A temporary directory that holds a broker's data directory (`data/`) and, when a test
+/// A temporary directory that contains a broker's data directory (`data/`) and, when a test
 /// needs one, its configuration file, so that the data directory contains only what the
 /// broker writes.
 pub struct TestDir {

@@ -6,9 +6,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use chorus_protocol::frame::kind;
 use chorus_protocol::{
     decode_preamble, preamble, Decoder, ErrorCode, ErrorFrame, Frame, Hello, Welcome,
     DEFAULT_MAX_FRAME, HEADER_LEN, VERSION,
@@ -23,6 +24,21 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes requested from the socket by one read.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Topic of [`RawConn::flood_until_stalled`]. With a one-byte topic and an empty payload a
+/// PUBLISH is 26 bytes and its PUBLISH_ACK [`FLOOD_ACK_LEN`] bytes, so the flood makes the broker
+/// write more bytes than it reads.
+pub const FLOOD_TOPIC: &str = "f";
+
+/// Length of a PUBLISH_ACK frame: header, seq, code, offset and stream.
+pub const FLOOD_ACK_LEN: u64 = 12 + 8 + 2 + 8 + 8;
+
+/// Time a flood may write before the broker must have stopped reading from it.
+const FLOOD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Write timeout during a flood. [`STALLED_WRITES`] timeouts in a row end the flood.
+const FLOOD_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+const STALLED_WRITES: u32 = 3;
 
 /// A plain TCP connection to the broker with a frame decoder on its receiving side.
 pub struct RawConn {
@@ -89,6 +105,50 @@ impl RawConn {
         }
     }
 
+    /// Publishes to [`FLOOD_TOPIC`] as fast as the socket takes the bytes and never reads,
+    /// until [`STALLED_WRITES`] writes in a row time out. Fails the test if that has not
+    /// happened by [`FLOOD_DEADLINE`].
+    pub fn flood_until_stalled(&mut self) {
+        let mut burst = Vec::new();
+        for seq in 0..1000 {
+            burst.extend_from_slice(&raw_frame(
+                kind::PUBLISH,
+                &publish_body(seq, &str8(FLOOD_TOPIC.as_bytes()), &[]),
+            ));
+        }
+        self.stream
+            .set_write_timeout(Some(FLOOD_WRITE_TIMEOUT))
+            .unwrap();
+
+        // The write position cycles through `burst`, so a write cut short by the timeout
+        // resumes mid-frame and the stream stays valid.
+        let deadline = Instant::now() + FLOOD_DEADLINE;
+        let (mut position, mut stalled) = (0, 0);
+        while stalled < STALLED_WRITES {
+            assert!(
+                Instant::now() < deadline,
+                "the broker kept reading from a client that ignores its acknowledgements"
+            );
+            match self.stream.write(&burst[position..]) {
+                Ok(written) => {
+                    position = (position + written) % burst.len();
+                    stalled = 0;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    stalled += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("flood write failed: {e}"),
+            }
+        }
+        self.stream.set_write_timeout(Some(WRITE_TIMEOUT)).unwrap();
+    }
+
     /// Reads the server's preamble and checks that it names version 1.
     pub fn read_server_preamble(&mut self) {
         loop {
@@ -140,12 +200,13 @@ impl RawConn {
         );
     }
 
-    /// Appends what one read returns to the buffer; fails the test on a timeout, an error or
+    /// Appends what one read returns to the buffer. Fails the test on a timeout, an error or
     /// the end of the stream.
     fn fill(&mut self) {
         match self.read_some() {
             Ok(0) => panic!(
-                "connection closed with {} bytes of an incomplete frame or preamble buffered",
+                "chorusd closed the connection before the next frame or preamble arrived \
+                 ({} bytes of it received)",
                 self.buf.len()
             ),
             Ok(_) => {}
@@ -170,16 +231,29 @@ impl RawConn {
 
 /// Builds a frame from a type byte and a body, with a correct length and CRC.
 pub fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    raw_frame_with_header(kind, 0, 0, body)
+}
+
+/// Builds a frame with the given header flags and reserved bytes, which version 1 requires to
+/// be 0, and a correct length and CRC.
+pub fn raw_frame_with_header(kind: u8, flags: u8, reserved: u16, body: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
     let len = u32::try_from(body.len()).expect("test bodies fit a u32 length");
     frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(&[kind, 0, 0, 0]);
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&reserved.to_be_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&frame[..8]);
     crc.update(body);
     frame.extend_from_slice(&crc.finalize().to_be_bytes());
     frame.extend_from_slice(body);
     frame
+}
+
+/// Returns the largest send buffer TCP autotuning gives a socket, from `tcp_wmem`.
+pub fn max_tcp_send_buffer() -> u64 {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").unwrap();
+    text.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
 /// Encodes a str8 field: a length byte, then the bytes, which need not be a valid topic.
@@ -200,20 +274,30 @@ pub fn publish_body(seq: u64, topic_field: &[u8], payload: &[u8]) -> Vec<u8> {
     body
 }
 
-/// Builds a SUBSCRIBE body with start mode latest around an already encoded topic field.
-pub fn subscribe_latest_body(topic_field: &[u8]) -> Vec<u8> {
+/// Builds a SUBSCRIBE body around an already encoded topic field.
+pub fn subscribe_body(
+    topic_field: &[u8],
+    start_mode: u8,
+    start_value: u64,
+    stream: u64,
+) -> Vec<u8> {
     let mut body = topic_field.to_vec();
-    body.push(0);
-    body.extend_from_slice(&0u64.to_be_bytes());
-    body.extend_from_slice(&0u64.to_be_bytes());
+    body.push(start_mode);
+    body.extend_from_slice(&start_value.to_be_bytes());
+    body.extend_from_slice(&stream.to_be_bytes());
     body
 }
 
 /// Encodes a HELLO that names `version` and accepts frames of the default maximum.
 pub fn hello_frame(version: u16) -> Vec<u8> {
+    hello_frame_with_max(version, DEFAULT_MAX_FRAME)
+}
+
+/// Encodes a HELLO that names `version` and accepts frame bodies of up to `max_frame` bytes.
+pub fn hello_frame_with_max(version: u16, max_frame: u32) -> Vec<u8> {
     let hello = Hello {
         version,
-        max_frame: DEFAULT_MAX_FRAME,
+        max_frame,
         client_name: "chorus-broker-tests/raw".to_owned(),
         token: String::new(),
     };

@@ -1,22 +1,39 @@
 //! Command-line arguments.
 
+use std::path::PathBuf;
+
 use chorus_client::{StartAt, Topic};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use clap_complete::Shell;
 
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  usage error: invalid arguments or topic name
-  2  cannot connect: connection refused or timed out, invalid or unresolvable address, or the
-     peer does not speak the chorus protocol
-  3  rejected by the server: an ERROR frame (such as INVALID_TOPIC or TOPIC_NOT_FOUND), or a
-     publish that was not stored
-  4  connection lost or broken after the handshake
+  1  usage error: invalid arguments or topic name, an unreadable TLS certificate or key file,
+     or a deletion that was not confirmed
+  2  cannot connect: connection refused or timed out, invalid or unresolvable address, the
+     peer does not speak the chorus protocol, or TLS failed (the broker's certificate was
+     rejected, the broker rejected ours, or the port does or does not serve TLS)
+  3  rejected by the server: an ERROR frame (such as INVALID_TOPIC or TOPIC_NOT_FOUND), a
+     publish that was not stored, or an admin request answered with 4xx (invalid token, not
+     found) or 501 (the feature is not in this version of chorusd)
+  4  connection lost or broken after the handshake, or an admin request answered with another
+     5xx status or an invalid response
   5  reading standard input or writing standard output failed
+
+Tokens: --token and --token-file apply to every command. Without them, publish and tail send
+CHORUS_TOKEN in HELLO, and the admin commands send CHORUS_ADMIN_TOKEN to the admin endpoint.
+
+TLS: publish and tail connect over TLS with --tls or CHORUS_TLS=1, and also when --ca,
+--cert, --server-name or --insecure-skip-verify-for-testing is given. The broker's
+certificate must be signed by a CA from --ca, else from the file CHORUS_CA names, else from
+the system's CA certificates. The admin commands use plain HTTP and ignore these options.
 
 Logs go to standard error; set RUST_LOG (for example RUST_LOG=debug) to see reconnects.";
 
-/// Publish to and tail topics of a chorus broker.
+/// Publish to and tail topics of a chorus broker, and inspect and steer it through its admin
+/// endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "chorusctl", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
@@ -29,19 +46,80 @@ pub(crate) struct Cli {
     )]
     pub(crate) server: String,
 
-    /// Authentication token sent in HELLO.
+    /// Admin endpoint address as host:port, for the admin commands.
     #[arg(
         long,
         global = true,
-        env = "CHORUS_TOKEN",
-        hide_env_values = true,
-        default_value = ""
+        value_name = "ADDR",
+        env = "CHORUS_ADMIN",
+        default_value = "127.0.0.1:7480"
     )]
-    pub(crate) token: String,
+    pub(crate) admin: String,
+
+    /// Token: sent in HELLO by publish and tail, and as the bearer token by the admin
+    /// commands [default: CHORUS_TOKEN or CHORUS_ADMIN_TOKEN, see below].
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub(crate) token: Option<String>,
+
+    /// File whose contents, without surrounding white space, are the token.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 
     /// Print results as JSON, one object per line.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Connect to the broker over TLS (publish and tail).
+    #[arg(
+        long,
+        global = true,
+        env = "CHORUS_TLS",
+        value_parser = BoolishValueParser::new(),
+        action = ArgAction::SetTrue,
+        help_heading = "TLS"
+    )]
+    pub(crate) tls: bool,
+
+    /// PEM file with the CA certificates that sign the broker's certificate; implies --tls
+    /// [default: CHORUS_CA, else the system's CA certificates].
+    #[arg(long, global = true, value_name = "FILE", help_heading = "TLS")]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// PEM file with this client's certificate chain, leaf first, for a broker that requires
+    /// client certificates (mutual TLS); needs --key and implies --tls.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS"
+    )]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --cert.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS"
+    )]
+    pub(crate) key: Option<PathBuf>,
+
+    /// Name the broker's certificate must carry; implies --tls [default: the host part of
+    /// --server].
+    #[arg(long, global = true, value_name = "NAME", help_heading = "TLS")]
+    pub(crate) server_name: Option<String>,
+
+    /// Accept any broker certificate, so the connection is encrypted but the broker is not
+    /// authenticated; for tests with throwaway certificates only. Implies --tls.
+    #[arg(long, global = true, help_heading = "TLS")]
+    pub(crate) insecure_skip_verify_for_testing: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -56,6 +134,122 @@ pub(crate) enum Command {
     /// Print the comments of a topic as they arrive, resuming after a lost connection.
     #[command(after_help = AFTER_HELP)]
     Tail(TailArgs),
+
+    /// Show the broker's version, uptime, connections and publish and delivery rates.
+    #[command(after_help = AFTER_HELP)]
+    Status,
+
+    /// List the topics with their offsets, rates, subscribers and size on disk.
+    #[command(after_help = AFTER_HELP)]
+    Topics(TopicsArgs),
+
+    /// List the connections with their subscriptions.
+    #[command(after_help = AFTER_HELP)]
+    Conns(ConnsArgs),
+
+    /// Send an ERROR to a connection and close it; the client may reconnect.
+    #[command(after_help = AFTER_HELP)]
+    Kick(KickArgs),
+
+    /// Delete a topic and all its comments; its subscribers receive an ERROR, and the next
+    /// publish creates it again with a new stream id.
+    #[command(after_help = AFTER_HELP)]
+    Delete(DeleteArgs),
+
+    /// Show this node's place in the relay tree.
+    #[command(after_help = AFTER_HELP)]
+    Tree,
+
+    /// Make the broker read its configuration file again and apply the limits; reports the
+    /// changed settings that need a restart.
+    #[command(after_help = AFTER_HELP)]
+    Reload,
+
+    /// Ban a user from publishing (needs moderation, which chorusd does not have yet).
+    #[command(after_help = AFTER_HELP)]
+    Ban(BanArgs),
+
+    /// Lift a ban (needs moderation, which chorusd does not have yet).
+    #[command(after_help = AFTER_HELP)]
+    Unban(UnbanArgs),
+
+    /// Change how long a topic keeps its comments (chorusd cannot change retention while it
+    /// runs yet: set it in its configuration file).
+    #[command(after_help = AFTER_HELP)]
+    Retention(RetentionArgs),
+
+    /// Print a shell completion script to standard output.
+    #[command(
+        after_help = "Example: chorusctl completions bash > /etc/bash_completion.d/chorusctl"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TopicsArgs {
+    /// Show only this topic.
+    #[arg(value_parser = parse_topic)]
+    pub(crate) topic: Option<Topic>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnsArgs {
+    /// Show only connections subscribed to this topic.
+    #[arg(long, value_parser = parse_topic)]
+    pub(crate) topic: Option<Topic>,
+
+    /// Show at most N connections, lowest ids first.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KickArgs {
+    /// Connection id, as listed by `chorusctl conns`.
+    pub(crate) id: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Topic to delete.
+    #[arg(value_parser = parse_topic)]
+    pub(crate) topic: Topic,
+
+    /// Delete without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BanArgs {
+    /// Publisher id of the user.
+    pub(crate) user: String,
+
+    /// Reason, kept with the ban.
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnbanArgs {
+    /// Publisher id of the user.
+    pub(crate) user: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RetentionArgs {
+    /// Topic to change.
+    #[arg(value_parser = parse_topic)]
+    pub(crate) topic: Topic,
+
+    /// How long comments are kept, such as 24h or 7d.
+    pub(crate) period: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// Shell to generate the script for.
+    pub(crate) shell: Shell,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +363,49 @@ mod tests {
     fn count_zero_is_usage_error() {
         let err = parse(&["tail", "live", "--count", "0"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn admin_defaults_to_loopback() {
+        let cli = parse(&["status"]).unwrap();
+        assert_eq!(cli.admin, "127.0.0.1:7480");
+    }
+
+    #[test]
+    fn token_and_token_file_exclude_each_other() {
+        let err = parse(&["status", "--token", "a", "--token-file", "f"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn delete_needs_valid_topic() {
+        let err = parse(&["delete", "a//b"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn completions_reject_unknown_shell() {
+        let err = parse(&["completions", "cmd"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn tls_options_are_global() {
+        let cli = parse(&["tail", "live", "--tls", "--ca", "ca.pem"]).unwrap();
+        assert!(cli.tls);
+        assert_eq!(cli.ca, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn cert_needs_key() {
+        let err = parse(&["tail", "live", "--cert", "client.pem"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn key_needs_cert() {
+        let err = parse(&["tail", "live", "--key", "client.key"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::output::emit;
 const WINDOW: usize = 1024;
 
 pub(crate) fn run(cli: &Cli, args: &PublishArgs) -> Result<(), Failure> {
-    let mut conn = Connection::connect(&cli.server, &crate::client_options(cli))
+    let mut conn = Connection::connect(&cli.server, &crate::client_options(cli)?)
         .map_err(|e| Failure::client(&cli.server, e))?;
     if args.text == "-" {
         publish_lines(cli, &mut conn, &args.topic)

@@ -7,7 +7,7 @@ use crate::failure::Failure;
 use crate::output::{emit, event_json, event_line};
 
 pub(crate) fn run(cli: &Cli, args: &TailArgs) -> Result<(), Failure> {
-    let options = crate::client_options(cli);
+    let options = crate::client_options(cli)?;
     let mut subscriber =
         Subscriber::connect(&cli.server, args.topic.clone(), args.start(), options)
             .map_err(|e| Failure::client(&cli.server, e))?;

@@ -6,13 +6,15 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chorus_protocol::{
     preamble, DecodeError, ErrorCode, Frame, Hello, Publish, PublishAck, StartAt, Subscribe,
     Subscribed, Topic, Welcome, VERSION,
 };
 
 use crate::split::{ConnectionReader, ConnectionWriter};
+use crate::tls::{TlsConnector, TlsSession};
+use crate::transport::Transport;
 use crate::wire::{unexpected, FrameReader, FrameWriter};
 use crate::{ClientError, Options};
 
@@ -29,34 +31,58 @@ pub struct Ack {
 
 /// One connection after the handshake. Every method blocks.
 ///
-/// Frames that arrive while a method waits for a particular answer (EVENTS during
+/// Frames that arrive while a method waits for a particular reply (EVENTS during
 /// [`Connection::publish`], for example) are kept in order and returned by later calls to
-/// [`Connection::recv`]. PING frames are answered as they are read.
+/// [`Connection::recv`]. Each PING is replied to with a PONG as soon as it is read.
+///
+/// With [`Options::read_timeout`] set, each method that waits for the server fails with
+/// [`ClientError::Timeout`] when the frame it waits for has not arrived in that time, PINGs
+/// notwithstanding. The connection stays usable after a timeout.
+///
+/// PINGs are read only while a method waits for the server. The server closes a connection
+/// that sends nothing and waits for nothing for the idle timeout announced in
+/// [`Welcome::idle_timeout_ms`]. The next call then fails, and the caller reconnects.
 #[derive(Debug)]
 pub struct Connection {
     reader: FrameReader,
     writer: FrameWriter,
     welcome: Welcome,
+    read_timeout: Option<Duration>,
     next_seq: u64,
     pending: VecDeque<Frame>,
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`), exchanges preambles, sends HELLO and waits for WELCOME.
+    /// Connects to `addr` (`host:port`), runs the TLS handshake when [`Options::tls`] is set,
+    /// exchanges preambles, sends HELLO and waits for WELCOME.
     ///
-    /// Opening the TCP connection and the handshake may each take up to
-    /// [`Options::connect_timeout`]. An ERROR from the server comes back as
-    /// [`ClientError::Server`].
+    /// Opening the TCP connection may take up to [`Options::connect_timeout`], and the TLS and
+    /// chorus handshakes together as long again. An ERROR from the server comes back as
+    /// [`ClientError::Server`]. A server that replies in TLS on a plaintext connection is
+    /// [`ClientError::TlsRequired`], and one that does not reply to a TLS handshake in TLS is
+    /// [`ClientError::TlsNotOffered`].
     pub fn connect(addr: &str, options: &Options) -> Result<Connection, ClientError> {
-        let stream = Arc::new(open_stream(addr, options.connect_timeout)?);
+        let connector = match &options.tls {
+            Some(tls) => Some(TlsConnector::new(tls, addr)?),
+            None => None,
+        };
+        let stream = open_stream(addr, options.connect_timeout)?;
         stream.set_nodelay(true)?;
-        let mut reader = FrameReader::new(Arc::clone(&stream), options.max_frame);
-        let mut writer = FrameWriter::new(stream);
+        let deadline = Instant::now() + options.connect_timeout;
+        let (transport, received) = match connector {
+            Some(connector) => {
+                let (session, received) = TlsSession::handshake(stream, connector, deadline)?;
+                (Transport::Tls(Arc::new(session)), received)
+            }
+            None => (Transport::Plain(Arc::new(stream)), BytesMut::new()),
+        };
+        let mut reader = FrameReader::new(transport.clone(), options.max_frame, received);
+        let mut writer = FrameWriter::new(transport);
 
-        let welcome = handshake(&mut reader, &mut writer, options)?;
-        reader.stream().set_read_timeout(options.read_timeout)?;
+        let welcome = handshake(&mut reader, &mut writer, options, deadline)?;
         tracing::debug!(
             addr,
+            tls = options.tls.is_some(),
             server = %welcome.server_name,
             max_frame = welcome.max_frame,
             max_payload = welcome.max_payload,
@@ -66,6 +92,7 @@ impl Connection {
             reader,
             writer,
             welcome,
+            read_timeout: options.read_timeout,
             next_seq: 1,
             pending: VecDeque::new(),
         })
@@ -83,9 +110,10 @@ impl Connection {
     /// [`Connection::send_publish`] calls, are kept for [`Connection::recv`].
     pub fn publish(&mut self, topic: &Topic, payload: &[u8]) -> Result<Ack, ClientError> {
         let seq = self.send_publish(topic, payload)?;
-        self.writer.flush()?;
+        self.write_buffered(false)?;
+        let deadline = self.deadline();
         loop {
-            match self.read_next()? {
+            match self.read_next(deadline)? {
                 Frame::PublishAck(ack) if ack.seq == seq => return ack_result(&ack),
                 Frame::Error(e) if e.close => return Err(e.into()),
                 other => self.pending.push_back(other),
@@ -98,14 +126,16 @@ impl Connection {
     ///
     /// The frame is buffered: it is written by [`Connection::flush`], by any method that waits
     /// for the server, or once 64 KiB are buffered. Its PUBLISH_ACK comes back through
-    /// [`Connection::recv`]. A payload larger than the server accepts fails with
-    /// [`ClientError::PayloadTooLarge`] and is not sent.
+    /// [`Connection::recv`]; read the acknowledgements as they come, because the server stops
+    /// reading from, or closes, a connection whose unread output passes its queue limit. A
+    /// payload larger than the server accepts fails with [`ClientError::PayloadTooLarge`] and
+    /// is not sent.
     pub fn send_publish(&mut self, topic: &Topic, payload: &[u8]) -> Result<u64, ClientError> {
         check_payload(&self.welcome, topic, payload)?;
         let seq = self.next_seq;
         self.next_seq += 1;
         self.writer.queue(&publish_frame(seq, topic, payload));
-        self.writer.flush_if_full()?;
+        self.write_buffered(true)?;
         Ok(seq)
     }
 
@@ -126,9 +156,10 @@ impl Connection {
             stream,
         };
         self.writer.queue(&Frame::Subscribe(subscribe));
-        self.writer.flush()?;
+        self.write_buffered(false)?;
+        let deadline = self.deadline();
         loop {
-            match self.read_next()? {
+            match self.read_next(deadline)? {
                 Frame::Subscribed(s) if s.topic == *topic => return Ok(s),
                 Frame::Error(e) if e.close || e.topic == topic.as_str() => return Err(e.into()),
                 other => self.pending.push_back(other),
@@ -142,24 +173,30 @@ impl Connection {
     /// arrive through [`Connection::recv`].
     pub fn unsubscribe(&mut self, topic: &Topic) -> Result<(), ClientError> {
         self.writer.queue(&Frame::Unsubscribe(topic.clone()));
-        self.writer.flush()
+        self.write_buffered(false)
     }
 
     /// Writes every buffered frame.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        self.writer.flush()
+        self.write_buffered(false)
     }
 
-    /// Returns the next frame from the server other than PING, which is answered with PONG.
+    /// Returns the next frame from the server other than PING, which gets its PONG.
     ///
-    /// An ERROR frame comes back as [`ClientError::Server`]; after one with `close` set the
+    /// An ERROR frame comes back as [`ClientError::Server`]. After one with `close` set, the
     /// server closes the connection. The end of the stream is [`ClientError::Closed`], and
     /// [`Options::read_timeout`] expiring is [`ClientError::Timeout`], after which the
     /// connection can still be used.
     pub fn recv(&mut self) -> Result<Frame, ClientError> {
+        self.recv_until(self.deadline())
+    }
+
+    /// Returns the next frame like [`Connection::recv`], but waits until `deadline` rather
+    /// than for the read timeout.
+    pub(crate) fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Frame, ClientError> {
         let frame = match self.pending.pop_front() {
             Some(frame) => frame,
-            None => self.read_next()?,
+            None => self.read_next(deadline)?,
         };
         frame_result(frame)
     }
@@ -167,30 +204,86 @@ impl Connection {
     /// Splits the connection into halves that two threads can use at the same time.
     ///
     /// Both halves share one socket. Frames already received and not yet returned go to the
-    /// reader. The reader keeps answering PING; see [`ConnectionReader`] for how. This
+    /// reader, which keeps replying to PING (see [`ConnectionReader`] for how). This
     /// currently never fails.
     pub fn split(self) -> Result<(ConnectionWriter, ConnectionReader), ClientError> {
         Ok(crate::split::split(
             self.reader,
             self.writer,
             self.welcome,
+            self.read_timeout,
             self.next_seq,
             self.pending,
         ))
     }
 
-    /// Reads the next frame from the socket, answering PING frames on the way.
-    fn read_next(&mut self) -> Result<Frame, ClientError> {
+    /// Writes the buffered frames, or only once they pass the flush threshold when `if_full`.
+    ///
+    /// A write usually fails because the server closed the connection, and then an ERROR
+    /// saying why may already be waiting to be read. That error is returned instead of the
+    /// bare I/O error when it can be read within [`EXPLAIN_WAIT`].
+    fn write_buffered(&mut self, if_full: bool) -> Result<(), ClientError> {
+        let result = if if_full {
+            self.writer.flush_if_full()
+        } else {
+            self.writer.flush()
+        };
+        match result {
+            Err(ClientError::Io(e)) => Err(self.server_reason().unwrap_or(ClientError::Io(e))),
+            other => other,
+        }
+    }
+
+    /// Looks through the frames already received for an ERROR that closed the connection.
+    fn server_reason(&mut self) -> Option<ClientError> {
+        if let Some(position) = self.pending.iter().position(is_closing_error) {
+            if let Some(Frame::Error(e)) = self.pending.remove(position) {
+                return Some(e.into());
+            }
+        }
+        let deadline = Some(Instant::now() + EXPLAIN_WAIT);
+        for _ in 0..EXPLAIN_FRAMES {
+            match self.reader.read_frame(deadline) {
+                Ok(Frame::Error(e)) if e.close => return Some(e.into()),
+                Ok(frame) => self.pending.push_back(frame),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Returns when a wait that starts now times out, if the options set a read timeout.
+    fn deadline(&self) -> Option<Instant> {
+        self.read_timeout.map(|timeout| Instant::now() + timeout)
+    }
+
+    /// Reads the next frame from the socket, replying to PING frames on the way.
+    ///
+    /// A PONG that cannot be written is not an error here: the server closed the connection,
+    /// and reading on returns the ERROR that explains why, or the end of the stream.
+    fn read_next(&mut self, deadline: Option<Instant>) -> Result<Frame, ClientError> {
         loop {
-            match self.reader.read_frame()? {
+            match self.reader.read_frame(deadline)? {
                 Frame::Ping(nonce) => {
                     self.writer.queue(&Frame::Pong(nonce));
-                    self.writer.flush()?;
+                    if let Err(e) = self.writer.flush() {
+                        tracing::debug!(error = %e, "PONG not written");
+                    }
                 }
                 frame => return Ok(frame),
             }
         }
     }
+}
+
+/// How long a failed write waits for the ERROR that may explain it.
+const EXPLAIN_WAIT: Duration = Duration::from_millis(50);
+
+/// Most received frames looked through for that ERROR.
+const EXPLAIN_FRAMES: usize = 64;
+
+fn is_closing_error(frame: &Frame) -> bool {
+    matches!(frame, Frame::Error(e) if e.close)
 }
 
 /// Resolves `addr` and connects to the first address that accepts.
@@ -223,13 +316,13 @@ fn open_stream(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> 
     })
 }
 
-/// Exchanges preambles, sends HELLO and waits for WELCOME until the connect timeout.
+/// Exchanges preambles, sends HELLO and waits for WELCOME until `deadline`.
 fn handshake(
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
     options: &Options,
+    deadline: Instant,
 ) -> Result<Welcome, ClientError> {
-    let deadline = Instant::now() + options.connect_timeout;
     let hello = Hello {
         version: VERSION,
         max_frame: options.max_frame,
@@ -242,7 +335,7 @@ fn handshake(
 
     reader.read_preamble(deadline)?;
     loop {
-        match reader.read_frame_before(deadline)? {
+        match reader.read_frame(Some(deadline))? {
             Frame::Welcome(welcome) if welcome.version == VERSION => return Ok(welcome),
             Frame::Welcome(welcome) => {
                 return Err(DecodeError::UnsupportedVersion(welcome.version).into())

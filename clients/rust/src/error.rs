@@ -1,6 +1,7 @@
 //! The client's error type.
 
 use std::io;
+use std::path::PathBuf;
 
 use chorus_protocol::{DecodeError, ErrorCode, ErrorFrame};
 
@@ -13,7 +14,7 @@ pub enum ClientError {
     Io(#[from] io::Error),
 
     /// No TCP connection could be opened to the server.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// Address as given by the caller.
         addr: String,
@@ -74,6 +75,35 @@ pub enum ClientError {
         max: u32,
     },
 
+    /// The TLS handshake failed, or a TLS record from the server was rejected. The rustls error
+    /// gives the reason, such as `invalid peer certificate: UnknownIssuer`.
+    #[error("TLS error: {0}")]
+    Tls(rustls::Error),
+
+    /// A file of the TLS settings, or the system's CA certificates, could not be loaded.
+    #[error("cannot load the TLS {what}{}", path_suffix(path.as_ref()))]
+    TlsSetup {
+        /// Item that failed to load, such as "CA certificates".
+        what: &'static str,
+        /// File it was loaded from; `None` for the system's CA certificates.
+        path: Option<PathBuf>,
+        /// Cause of the failure.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The TLS server name is neither a DNS name nor an IP address.
+    #[error("invalid TLS server name {0:?}: expected a DNS name or an IP address")]
+    InvalidServerName(String),
+
+    /// A plaintext connection got a TLS record back, so the port serves TLS only.
+    #[error("the server speaks TLS on this port; connect with TLS")]
+    TlsRequired,
+
+    /// A TLS ClientHello got a reply that is not TLS, so the port does not serve TLS.
+    #[error("the server does not speak TLS on this port; connect without TLS or to its TLS port")]
+    TlsNotOffered,
+
     /// The topic was deleted and created again, so offsets restarted under a new stream id.
     ///
     /// [`crate::Subscriber`] returns this once per change and then continues with the new
@@ -92,7 +122,9 @@ impl ClientError {
     ///
     /// Lost connections, timeouts, damaged frames and the server errors SHUTTING_DOWN,
     /// SLOW_CONSUMER, TIMEOUT and STORAGE_FAILED are transient. A peer that does not speak
-    /// this protocol version, an invalid address and every other server error are permanent.
+    /// this protocol version, an invalid address, TLS failures (a rejected certificate, a port
+    /// that does or does not serve TLS, unreadable TLS files) and every other server error are
+    /// permanent.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Io(_)
@@ -126,10 +158,53 @@ impl From<ErrorFrame> for ClientError {
     }
 }
 
+fn path_suffix(path: Option<&PathBuf>) -> String {
+    match path {
+        Some(path) => format!(" from {}", path.display()),
+        None => " from the system's certificate store".to_owned(),
+    }
+}
+
 fn topic_suffix(topic: &str) -> String {
     if topic.is_empty() {
         String::new()
     } else {
         format!(" on topic {topic}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn connect_error_leaves_cause_to_source() {
+        let error = ClientError::Connect {
+            addr: "127.0.0.1:1".to_owned(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(error.to_string(), "cannot connect to 127.0.0.1:1");
+        let source = error.source().map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("connection refused"));
+    }
+
+    #[test]
+    fn tls_error_shows_rustls_reason() {
+        let cause = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let error = ClientError::Tls(cause);
+        assert_eq!(
+            error.to_string(),
+            "TLS error: invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn tls_errors_are_permanent() {
+        let cause = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(!ClientError::Tls(cause).is_transient());
+        assert!(!ClientError::TlsRequired.is_transient());
+        assert!(!ClientError::TlsNotOffered.is_transient());
     }
 }

@@ -1,9 +1,9 @@
 //! Blocking Rust client for the chorus live-comment broker.
 //!
-//! [`Connection`] is one TCP connection after the handshake: publish, subscribe and receive
-//! frames, one call at a time, or [`Connection::split`] it for a sending and a receiving
-//! thread. [`Subscriber`] follows one topic across lost connections and returns each comment
-//! once, in offset order.
+//! [`Connection`] is one TCP connection after the handshake, over TLS when [`Options::tls`] is
+//! set: publish, subscribe and receive frames, one call at a time, or [`Connection::split`] it
+//! for a sending and a receiving thread. [`Subscriber`] follows one topic across lost
+//! connections and returns each comment once, in offset order.
 //!
 //! All encoding and decoding is done by [`chorus_protocol`]; this crate adds sockets, buffering,
 //! timeouts and reconnection.
@@ -24,22 +24,46 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Over TLS, [`Options::tls`] names the CA that signs the server's certificate (or leaves it to
+//! the system's CA certificates) and, for mutual TLS, the client's certificate and key:
+//!
+//! ```no_run
+//! use chorus_client::{Connection, Options, TlsOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = Options {
+//!     tls: Some(TlsOptions {
+//!         ca_file: Some("/etc/chorus/tls/ca.pem".into()),
+//!         ..TlsOptions::default()
+//!     }),
+//!     ..Options::default()
+//! };
+//! let conn = Connection::connect("127.0.0.1:7443", &options)?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod connection;
 mod error;
 mod options;
 mod split;
 mod subscriber;
+mod tls;
+mod transport;
 mod wire;
 
 #[cfg(test)]
 mod tests;
+
+/// The rustls version whose errors [`ClientError::Tls`] carries.
+pub use rustls;
 
 pub use chorus_protocol::{
     ErrorCode, Event, Events, Frame, PublishAck, StartAt, Subscribed, Topic, Welcome,
 };
 pub use connection::{Ack, Connection};
 pub use error::ClientError;
-pub use options::{Backoff, Options};
+pub use options::{Backoff, Options, TlsOptions};
 pub use split::{ConnectionReader, ConnectionWriter};
 pub use subscriber::Subscriber;

@@ -1,5 +1,6 @@
 //! Connection settings and the reconnect schedule.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::Rng;
@@ -11,7 +12,8 @@ pub struct Options {
     pub client_name: String,
     /// Authentication token sent in HELLO; empty when the client has none.
     pub token: String,
-    /// Time allowed to open the TCP connection and, separately, to finish the handshake.
+    /// Time allowed to open the TCP connection and, separately, to finish the handshake (the
+    /// TLS handshake, when [`Options::tls`] is set, and the chorus handshake together).
     pub connect_timeout: Duration,
     /// Time a read may wait for data before it fails with [`crate::ClientError::Timeout`];
     /// `None` waits forever. Writes are not bounded by it.
@@ -20,6 +22,8 @@ pub struct Options {
     pub max_frame: u32,
     /// Delays between reconnect attempts of a [`crate::Subscriber`].
     pub backoff: Backoff,
+    /// TLS settings; `None` connects over plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -31,8 +35,30 @@ impl Default for Options {
             read_timeout: None,
             max_frame: chorus_protocol::DEFAULT_MAX_FRAME,
             backoff: Backoff::default(),
+            tls: None,
         }
     }
+}
+
+/// TLS settings of a connection.
+///
+/// The client offers TLS 1.3 and 1.2, and the ALPN protocol `chorus/1`. Files are read at each
+/// connect, so renewed certificates take effect on the next connection.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM file with the CA certificates that may sign the server's certificate; `None` trusts
+    /// the operating system's CA certificates, as loaded by `rustls-native-certs`.
+    pub ca_file: Option<PathBuf>,
+    /// PEM files with the client's certificate chain (leaf first) and its private key, for
+    /// servers that require client certificates (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Name checked against the server's certificate and sent as SNI; `None` takes the host
+    /// part of the address, which may be an IP address.
+    pub server_name: Option<String>,
+    /// Accepts any server certificate, so the connection is encrypted but the server is not
+    /// authenticated. For tests against throwaway certificates only; every connect logs a
+    /// warning.
+    pub insecure_skip_verify_for_testing: bool,
 }
 
 /// Exponential backoff with full jitter.

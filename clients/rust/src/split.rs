@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::net::Shutdown;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use chorus_protocol::{Frame, Topic, Welcome};
 
@@ -20,13 +21,14 @@ pub struct ConnectionWriter {
 
 /// The receiving half of a connection.
 ///
-/// It answers PING like [`crate::Connection::recv`] does, through the writer that both halves
-/// share. When the writer half is busy writing at that moment, the PONG is queued and written
-/// by the writer half as soon as its current call ends, so no PING goes unanswered and the
-/// reader never waits for the writer.
+/// It replies to PING like [`crate::Connection::recv`] does, through the writer that both
+/// halves share. When the writer half is busy writing at that moment, the PONG is queued and
+/// written by the writer half as soon as its current call ends. So every PING gets its PONG,
+/// and the reader never waits for the writer.
 #[derive(Debug)]
 pub struct ConnectionReader {
     reader: FrameReader,
+    read_timeout: Option<Duration>,
     pending: VecDeque<Frame>,
     shared: Arc<SharedWriter>,
 }
@@ -42,6 +44,7 @@ pub(crate) fn split(
     reader: FrameReader,
     writer: FrameWriter,
     welcome: Welcome,
+    read_timeout: Option<Duration>,
     next_seq: u64,
     pending: VecDeque<Frame>,
 ) -> (ConnectionWriter, ConnectionReader) {
@@ -56,6 +59,7 @@ pub(crate) fn split(
     };
     let reader_half = ConnectionReader {
         reader,
+        read_timeout,
         pending,
         shared,
     };
@@ -99,7 +103,7 @@ impl ConnectionWriter {
     /// [`ConnectionReader::recv`] with [`ClientError::Closed`]. Buffered frames are dropped.
     pub fn shutdown(&self) -> Result<(), ClientError> {
         let writer = lock(&self.shared.writer);
-        writer.stream().shutdown(Shutdown::Both)?;
+        writer.transport().socket().shutdown(Shutdown::Both)?;
         Ok(())
     }
 }
@@ -111,9 +115,16 @@ impl ConnectionReader {
         if let Some(frame) = self.pending.pop_front() {
             return frame_result(frame);
         }
+        let deadline = self.read_timeout.map(|timeout| Instant::now() + timeout);
         loop {
-            match self.reader.read_frame()? {
-                Frame::Ping(nonce) => self.shared.answer_ping(nonce)?,
+            match self.reader.read_frame(deadline)? {
+                // A PONG that cannot be written means the server closed the connection, and
+                // reading on returns the ERROR that explains why, or the end of the stream.
+                Frame::Ping(nonce) => {
+                    if let Err(e) = self.shared.answer_ping(nonce) {
+                        tracing::debug!(error = %e, "PONG not written");
+                    }
+                }
                 frame => return frame_result(frame),
             }
         }

@@ -1,9 +1,10 @@
 //! A subscription that survives lost connections.
 
 use std::thread;
+use std::time::{Duration, Instant};
 
 use chorus_protocol::event::EventIter;
-use chorus_protocol::{Event, Events, Frame, StartAt, Subscribed, Topic};
+use chorus_protocol::{Event, Events, Frame, StartAt, Subscribed, Topic, Welcome};
 
 use crate::wire::frame_name;
 use crate::{ClientError, Connection, Options};
@@ -16,9 +17,11 @@ use crate::{ClientError, Connection, Options};
 /// drops comments below that offset, so the caller sees no comment twice and, unless the
 /// server no longer keeps them, misses none.
 ///
-/// NOTE: a connection that dies without the server closing it (a pulled cable) is only noticed
-/// when [`Options::read_timeout`] is set. The timeout then comes back as
-/// [`ClientError::Timeout`], and the caller decides whether to keep waiting.
+/// A server that announces an idle timeout in WELCOME sends a PING, or closes the connection,
+/// within that time of client silence. So a connection from which nothing arrives for twice
+/// the idle timeout plus one second counts as lost, which catches connections that died
+/// without being closed. NOTE: with an idle timeout of 0 such a connection is only noticed when
+/// [`Options::read_timeout`] is set, and then it comes back as [`ClientError::Timeout`].
 #[derive(Debug)]
 pub struct Subscriber {
     addr: String,
@@ -89,7 +92,8 @@ impl Subscriber {
         self.next_offset
     }
 
-    /// Returns the stream id of the topic as the subscriber last saw it.
+    /// Returns the stream id of the topic as the subscriber last saw it; 0 while the topic
+    /// does not exist yet.
     pub fn stream(&self) -> u64 {
         self.stream
     }
@@ -136,7 +140,10 @@ impl Subscriber {
         let Some(conn) = self.conn.as_mut() else {
             return self.reconnect(ClientError::Closed);
         };
-        match conn.recv() {
+        let now = Instant::now();
+        let caller_deadline = self.options.read_timeout.map(|timeout| now + timeout);
+        let silence_deadline = max_silence(conn.welcome()).map(|silence| now + silence);
+        match conn.recv_until(earliest(caller_deadline, silence_deadline)) {
             Ok(Frame::Events(events)) => {
                 self.accept(events);
                 Ok(())
@@ -145,8 +152,14 @@ impl Subscriber {
                 tracing::trace!(kind = frame_name(&other), "ignored a frame");
                 Ok(())
             }
-            // A read timeout is the caller's bound on waiting, not a sign of a lost connection.
-            Err(ClientError::Timeout) => Err(ClientError::Timeout),
+            // The read timeout is the caller's bound on waiting, not a sign of a lost connection.
+            Err(ClientError::Timeout) if caller_deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(ClientError::Timeout)
+            }
+            Err(ClientError::Timeout) => {
+                tracing::debug!(topic = %self.topic, "server silent past its idle timeout");
+                self.reconnect(ClientError::Timeout)
+            }
             Err(e) if e.is_transient() => {
                 tracing::debug!(topic = %self.topic, error = %e, "connection lost");
                 self.reconnect(e)
@@ -160,8 +173,11 @@ impl Subscriber {
             tracing::trace!(topic = %events.topic(), "ignored comments of another topic");
             return;
         }
-        if events.stream() != self.stream {
-            // The topic was recreated during the subscription: its offsets start again.
+        if self.stream == 0 {
+            // Subscribed before the topic existed: its first comments open the stream.
+            self.stream = events.stream();
+        } else if events.stream() != self.stream {
+            // The topic was recreated during the subscription, so its offsets start again.
             let first = events.iter().next().map_or(0, |event| event.offset);
             self.stream_changed(events.stream(), first);
         }
@@ -196,7 +212,10 @@ impl Subscriber {
         let subscribed = conn.subscribe(&self.topic, start, self.stream)?;
 
         self.reconnects += 1;
-        if subscribed.stream != self.stream {
+        if self.stream == 0 {
+            // The topic did not exist before, so nothing of this stream was returned yet.
+            self.stream = subscribed.stream;
+        } else if subscribed.stream != self.stream {
             self.stream_changed(subscribed.stream, subscribed.start);
         } else if subscribed.start > self.next_offset {
             tracing::debug!(
@@ -225,5 +244,24 @@ impl Subscriber {
         });
         self.stream = new;
         self.next_offset = start;
+    }
+}
+
+/// Allowance for the server's timer granularity in [`max_silence`].
+const SILENCE_SLACK: Duration = Duration::from_secs(1);
+
+/// Returns how long a live server can stay silent, or `None` when it announced no idle timeout.
+fn max_silence(welcome: &Welcome) -> Option<Duration> {
+    if welcome.idle_timeout_ms == 0 {
+        return None;
+    }
+    let idle = Duration::from_millis(u64::from(welcome.idle_timeout_ms));
+    Some(idle * 2 + SILENCE_SLACK)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

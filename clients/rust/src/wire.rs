@@ -1,144 +1,132 @@
-//! Frame I/O over a blocking TCP stream: a buffered reader that feeds the protocol decoder and a
+//! Frame I/O over a blocking byte stream: a buffered reader that feeds the protocol decoder and a
 //! buffered writer that encodes frames back to back.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chorus_protocol::frame::kind;
 use chorus_protocol::{decode_preamble, Decoder, Frame};
 
+use crate::transport::Transport;
 use crate::ClientError;
 
-/// Free buffer space guaranteed before each read.
+/// Size of the reader's scratch buffer, and so the most bytes one read takes from the socket.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Most bytes requested from the socket by one read, which bounds the zeroing before it.
-const MAX_READ: usize = 4 * READ_CHUNK;
+/// How much later than its deadline a read may end; see [`needs_update`].
+const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 
 /// Buffered bytes past which queued frames are written without waiting for a flush.
 pub(crate) const FLUSH_THRESHOLD: usize = 64 * 1024;
 
 /// Reads frames from a stream, keeping a partly received frame across timeouts.
 ///
-/// The stream is shared with the [`FrameWriter`] of the same connection rather than cloned, so a
-/// connection uses one file descriptor.
+/// The stream is shared with the [`FrameWriter`] of the same connection.
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    stream: Arc<TcpStream>,
+    transport: Transport,
     buf: BytesMut,
+    /// Bytes of one read before they are appended to `buf` (plaintext) or decrypted (TLS).
+    /// Safe code cannot read into the spare capacity of `buf`, and zeroing that capacity before
+    /// every read cost more than copying what arrived.
+    scratch: Box<[u8]>,
     decoder: Decoder,
+    /// Read timeout last set on the socket, so that waiting forever costs no system call.
+    socket_timeout: Option<Duration>,
 }
 
 impl FrameReader {
-    pub(crate) fn new(stream: Arc<TcpStream>, max_frame: u32) -> FrameReader {
+    /// Creates a reader whose buffer starts with `received`, bytes that arrived before the
+    /// reader existed.
+    pub(crate) fn new(transport: Transport, max_frame: u32, received: BytesMut) -> FrameReader {
+        let mut buf = received;
+        buf.reserve(READ_CHUNK);
         FrameReader {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            transport,
+            buf,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             decoder: Decoder::new(max_frame),
+            socket_timeout: None,
         }
     }
 
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
-    }
-
     /// Reads the peer's preamble, failing with [`ClientError::Timeout`] at `deadline`.
+    ///
+    /// A TLS record in place of the preamble on a plaintext connection is
+    /// [`ClientError::TlsRequired`].
     pub(crate) fn read_preamble(&mut self, deadline: Instant) -> Result<u16, ClientError> {
         loop {
             if !self.buf.is_empty() {
+                // A TLS server replies to a plaintext client with an alert record (0x15). A
+                // handshake record (0x16) would mean that it expects one from the client.
+                if !self.transport.is_tls() && matches!(self.buf[0], 0x15 | 0x16) {
+                    return Err(ClientError::TlsRequired);
+                }
                 if let Some(version) = decode_preamble(&mut self.buf)? {
                     return Ok(version);
                 }
             }
-            self.fill_before(deadline)?;
+            self.fill_until(Some(deadline))?;
         }
     }
 
-    /// Reads one frame, failing with [`ClientError::Timeout`] at `deadline`.
-    ///
-    /// Changes the stream's read timeout, so callers restore their own afterwards.
-    pub(crate) fn read_frame_before(&mut self, deadline: Instant) -> Result<Frame, ClientError> {
+    /// Reads one frame, failing with [`ClientError::Timeout`] at `deadline`; `None` waits
+    /// forever. A frame partly received at the deadline stays buffered for the next call.
+    pub(crate) fn read_frame(&mut self, deadline: Option<Instant>) -> Result<Frame, ClientError> {
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 trace_frame("received", &frame);
                 return Ok(frame);
             }
-            self.fill_before(deadline)?;
+            self.fill_until(deadline)?;
         }
     }
 
-    /// Reads one frame, waiting as long as the stream's read timeout allows.
-    pub(crate) fn read_frame(&mut self) -> Result<Frame, ClientError> {
-        loop {
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                trace_frame("received", &frame);
-                return Ok(frame);
+    fn fill_until(&mut self, deadline: Option<Instant>) -> Result<(), ClientError> {
+        let timeout = match deadline {
+            None => None,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ClientError::Timeout);
+                }
+                Some(left)
             }
-            self.fill()?;
+        };
+        if needs_update(self.socket_timeout, timeout) {
+            self.transport.socket().set_read_timeout(timeout)?;
+            self.socket_timeout = timeout;
         }
-    }
-
-    fn fill_before(&mut self, deadline: Instant) -> Result<(), ClientError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ClientError::Timeout);
-        }
-        self.stream.set_read_timeout(Some(left))?;
         self.fill()
     }
 
     /// Appends what one read returns to the buffer.
     fn fill(&mut self) -> Result<(), ClientError> {
-        // The decoder may have reserved room for a large frame whose header it has seen. Safe
-        // code cannot read into spare capacity, so the part of it used by this read is zeroed.
-        self.buf.reserve(READ_CHUNK);
-        let start = self.buf.len();
-        let end = self.buf.capacity().min(start + MAX_READ);
-        self.buf.resize(end, 0);
-        let read = loop {
-            match (&*self.stream).read(&mut self.buf[start..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match read {
-            Ok(0) => {
-                self.buf.truncate(start);
-                tracing::debug!(buffered = start, "connection closed by the server");
-                Err(ClientError::Closed)
-            }
-            Ok(n) => {
-                self.buf.truncate(start + n);
-                Ok(())
-            }
-            Err(e) => {
-                self.buf.truncate(start);
-                Err(map_read_error(e))
-            }
+        let result = self.transport.read(&mut self.scratch, &mut self.buf);
+        if let Err(ClientError::Closed) = result {
+            tracing::debug!(buffered = self.buf.len(), "connection closed by the server");
         }
+        result
     }
 }
 
 /// Encodes frames into a buffer and writes it to the stream on flush.
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
-    stream: Arc<TcpStream>,
+    transport: Transport,
     buf: BytesMut,
 }
 
 impl FrameWriter {
-    pub(crate) fn new(stream: Arc<TcpStream>) -> FrameWriter {
+    pub(crate) fn new(transport: Transport) -> FrameWriter {
         FrameWriter {
-            stream,
+            transport,
             buf: BytesMut::with_capacity(FLUSH_THRESHOLD),
         }
     }
 
-    pub(crate) fn stream(&self) -> &TcpStream {
-        &self.stream
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// Appends raw bytes, such as the preamble, to the buffer.
@@ -165,19 +153,22 @@ impl FrameWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = (&*self.stream).write_all(&self.buf);
+        let result = self.transport.write_all(&self.buf);
         // After a failed write the stream may contain part of a frame, so the connection is
         // unusable. Clearing the buffer keeps it from growing while the caller notices.
         self.buf.clear();
-        result.map_err(ClientError::from)
+        result
     }
 }
 
-/// Maps a failed read to the client's error, turning timeouts into [`ClientError::Timeout`].
-fn map_read_error(e: io::Error) -> ClientError {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
-        _ => ClientError::Io(e),
+/// Returns whether the socket's read timeout must change from `current` to `wanted`.
+///
+/// A timeout up to [`TIMEOUT_SLACK`] longer than the wanted one is kept, so consecutive reads
+/// with the same deadline cost no extra system call. Such a read may end that much late.
+fn needs_update(current: Option<Duration>, target: Option<Duration>) -> bool {
+    match (current, target) {
+        (Some(current), Some(target)) => current < target || current - target > TIMEOUT_SLACK,
+        (current, target) => current != target,
     }
 }
 
@@ -206,4 +197,34 @@ pub(crate) fn frame_name(frame: &Frame) -> &'static str {
 /// Returns [`ClientError::Unexpected`] naming the frame's type.
 pub(crate) fn unexpected(frame: &Frame) -> ClientError {
     ClientError::Unexpected(frame_name(frame).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn timeout_within_slack_is_kept() {
+        assert!(!needs_update(Some(100 * MS), Some(100 * MS)));
+        assert!(!needs_update(Some(100 * MS), Some(99 * MS + MS / 2)));
+    }
+
+    #[test]
+    fn shorter_timeout_is_set() {
+        assert!(needs_update(Some(100 * MS), Some(90 * MS)));
+    }
+
+    #[test]
+    fn longer_timeout_is_set() {
+        assert!(needs_update(Some(90 * MS), Some(100 * MS)));
+    }
+
+    #[test]
+    fn switch_to_or_from_no_timeout_is_set() {
+        assert!(needs_update(None, Some(100 * MS)));
+        assert!(needs_update(Some(100 * MS), None));
+        assert!(!needs_update(None, None));
+    }
 }

@@ -1,4 +1,5 @@
 use std::net::TcpListener;
+use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use chorus_protocol::{
 };
 
 use super::fake::{options, welcome, FakeServer, Peer};
+use super::tls::large_batch;
 use crate::{Ack, ClientError, Connection};
 
 fn topic() -> Topic {
@@ -431,6 +433,83 @@ fn read_timeout_keeps_partial_frame() {
         panic!("expected EVENTS, got {frame:?}");
     };
     assert_eq!(events.iter().next(), Some(event(5, "split in two")));
+    drop(conn);
+    server.join();
+}
+
+#[test]
+fn pings_do_not_extend_read_timeout() {
+    // The server pings every 20 ms, and each PING is data on the socket. A read timeout of
+    // 100 ms must still end recv, because no frame for the caller arrived.
+    let server = FakeServer::one(|peer| {
+        peer.handshake();
+        for nonce in 0..250 {
+            if peer.try_send(Frame::Ping(nonce)).is_err() {
+                break;
+            }
+            match peer.try_recv() {
+                Ok(Frame::Pong(n)) => assert_eq!(n, nonce),
+                Ok(other) => panic!("expected PONG, got {other:?}"),
+                Err(_) => break,
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let mut options = options();
+    options.read_timeout = Some(Duration::from_millis(100));
+    let mut conn = Connection::connect(server.addr(), &options).unwrap();
+
+    let err = conn.recv().unwrap_err();
+
+    assert!(matches!(err, ClientError::Timeout), "{err:?}");
+    drop(conn);
+    server.join();
+}
+
+#[test]
+fn publish_after_server_close_reports_reason() {
+    let server = FakeServer::one(|peer| {
+        peer.handshake();
+        peer.send(error(ErrorCode::Timeout, "", true));
+        peer.close_now();
+    });
+    let mut conn = Connection::connect(server.addr(), &options()).unwrap();
+    // Wait until the server has closed its side, as an idle connection finds it.
+    server.join();
+
+    // The first write after the close may still succeed, the connection reset then fails a
+    // later one. Either way the error names the server's reason.
+    let err = (0..10)
+        .find_map(|_| conn.publish(&topic(), b"too late").err())
+        .unwrap();
+
+    assert!(
+        matches!(
+            err,
+            ClientError::Server {
+                code: ErrorCode::Timeout,
+                close: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn large_batch_arrives_intact_over_tcp() {
+    let server = FakeServer::one(|peer| {
+        peer.handshake();
+        peer.send(large_batch().0);
+    });
+    let mut conn = Connection::connect(server.addr(), &options()).unwrap();
+
+    let received = match conn.recv().unwrap() {
+        Frame::Events(events) => events.iter().collect::<Vec<Event>>(),
+        other => panic!("expected EVENTS, got {other:?}"),
+    };
+
+    assert_eq!(received, large_batch().1);
     drop(conn);
     server.join();
 }

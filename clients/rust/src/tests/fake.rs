@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chorus_protocol::{preamble, Frame, Hello, Welcome, DEFAULT_MAX_FRAME, VERSION};
 
+use crate::transport::Transport;
 use crate::wire::{FrameReader, FrameWriter};
 use crate::{ClientError, Options};
 
@@ -79,19 +80,22 @@ pub(crate) struct Peer {
     stream: Arc<TcpStream>,
     reader: FrameReader,
     writer: FrameWriter,
+    closed: bool,
 }
 
 impl Peer {
     fn new(stream: TcpStream) -> Peer {
         let stream = Arc::new(stream);
+        let transport = Transport::Plain(Arc::clone(&stream));
         Peer {
-            reader: FrameReader::new(Arc::clone(&stream), DEFAULT_MAX_FRAME),
-            writer: FrameWriter::new(Arc::clone(&stream)),
+            reader: FrameReader::new(transport.clone(), DEFAULT_MAX_FRAME, Default::default()),
+            writer: FrameWriter::new(transport),
             stream,
+            closed: false,
         }
     }
 
-    /// Reads the client's preamble and HELLO, and answers with the preamble and `welcome`.
+    /// Reads the client's preamble and HELLO, then sends the server preamble and `welcome`.
     pub(crate) fn handshake_with(&mut self, welcome: Welcome) -> Hello {
         self.reader.read_preamble(Instant::now() + WAIT).unwrap();
         let hello = match self.recv() {
@@ -110,36 +114,55 @@ impl Peer {
 
     /// Reads the next frame from the client.
     pub(crate) fn recv(&mut self) -> Frame {
-        match self.reader.read_frame_before(Instant::now() + WAIT) {
+        match self.try_recv() {
             Ok(frame) => frame,
             Err(e) => panic!("fake server could not read a frame: {e}"),
         }
     }
 
+    /// Reads the next frame from the client, returning the error when there is none.
+    pub(crate) fn try_recv(&mut self) -> Result<Frame, ClientError> {
+        self.reader.read_frame(Some(Instant::now() + WAIT))
+    }
+
     /// Waits until the client closes the connection; any frame instead fails the test.
     pub(crate) fn expect_closed(&mut self) {
-        match self.reader.read_frame_before(Instant::now() + WAIT) {
+        match self.reader.read_frame(Some(Instant::now() + WAIT)) {
             Err(ClientError::Closed | ClientError::Io(_)) => {}
             other => panic!("expected the client to close, got {other:?}"),
         }
     }
 
     pub(crate) fn send(&mut self, frame: Frame) {
+        self.try_send(frame).unwrap();
+    }
+
+    /// Sends a frame, returning the error when the client has gone.
+    pub(crate) fn try_send(&mut self, frame: Frame) -> Result<(), ClientError> {
         self.writer.queue(&frame);
-        self.writer.flush().unwrap();
+        self.writer.flush()
     }
 
     pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         (&*self.stream).write_all(bytes).unwrap();
     }
 
+    /// Closes the connection at once, without waiting for the client.
+    pub(crate) fn close_now(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.closed = true;
+    }
+
     /// Closes the sending side and waits until the client closes too, so no unread bytes
     /// make the kernel reset the connection and discard what the client has not read yet.
     fn close(mut self) {
+        if self.closed {
+            return;
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
         let deadline = Instant::now() + WAIT;
         loop {
-            match self.reader.read_frame_before(deadline) {
+            match self.reader.read_frame(Some(deadline)) {
                 Ok(_) => continue,
                 Err(ClientError::Timeout) => panic!("client kept the connection open"),
                 Err(_) => return,

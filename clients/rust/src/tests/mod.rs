@@ -1,6 +1,7 @@
-//! Unit tests against an in-process fake server.
+//! Unit tests against in-process fake servers, plain and TLS.
 
 mod connection;
 mod fake;
 mod split;
 mod subscriber;
+mod tls;

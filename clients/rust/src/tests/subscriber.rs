@@ -5,7 +5,7 @@ use chorus_protocol::{
     ErrorCode, ErrorFrame, Event, Events, Frame, StartAt, Subscribe, Subscribed, Topic,
 };
 
-use super::fake::{options, FakeServer, Peer, Script};
+use super::fake::{options, welcome, FakeServer, Peer, Script};
 use crate::{ClientError, Subscriber};
 
 fn topic() -> Topic {
@@ -220,7 +220,7 @@ fn reconnect_gives_up_after_max_attempts() {
     let first: Script = Box::new(|peer| {
         accept_subscribe(peer, StartAt::Latest, 0, (7, 0));
     });
-    let refuse: fn(&mut Peer) = |peer| {
+    let reject_handshake: fn(&mut Peer) = |peer| {
         peer.send_raw(&chorus_protocol::preamble());
         peer.send(Frame::Error(ErrorFrame {
             code: ErrorCode::ShuttingDown,
@@ -229,7 +229,11 @@ fn reconnect_gives_up_after_max_attempts() {
             message: "restarting".to_owned(),
         }));
     };
-    let server = FakeServer::start(vec![first, Box::new(refuse), Box::new(refuse)]);
+    let server = FakeServer::start(vec![
+        first,
+        Box::new(reject_handshake),
+        Box::new(reject_handshake),
+    ]);
     let mut options = options();
     options.backoff.max_attempts = Some(2);
     let mut subscriber =
@@ -284,6 +288,81 @@ fn read_timeout_is_returned_without_reconnect() {
 
     assert!(matches!(err, ClientError::Timeout), "{err:?}");
     assert_eq!(subscriber.reconnects(), 0);
+    drop(subscriber);
+    server.join();
+}
+
+#[test]
+fn silent_server_past_idle_timeout_reconnects() {
+    // The first server announces a 100 ms idle timeout and then sends nothing, not even PING,
+    // as a connection that died without a FIN looks. The subscriber gives up on it after
+    // 2 * 100 ms + 1 s and resumes on a new connection.
+    let first: Script = Box::new(|peer| {
+        let mut short_idle = welcome();
+        short_idle.idle_timeout_ms = 100;
+        peer.handshake_with(short_idle);
+        let _subscribe = peer.recv();
+        peer.send(Frame::Subscribed(Subscribed {
+            topic: topic(),
+            stream: 7,
+            start: 0,
+            earliest: 0,
+            end: 0,
+        }));
+        peer.expect_closed();
+    });
+    let second: Script = Box::new(|peer| {
+        accept_subscribe(peer, StartAt::Offset(0), 7, (7, 0));
+        peer.send(events(7, [0]));
+    });
+    let server = FakeServer::start(vec![first, second]);
+    let mut subscriber =
+        Subscriber::connect(server.addr(), topic(), StartAt::Latest, options()).unwrap();
+
+    let event = subscriber.next_event().unwrap();
+
+    assert_eq!(event.offset, 0);
+    assert_eq!(subscriber.reconnects(), 1);
+    drop(subscriber);
+    server.join();
+}
+
+#[test]
+fn topic_created_after_subscribe_is_no_stream_change() {
+    // A server confirms a subscription to a topic that does not exist yet with stream 0. The
+    // first comments then carry the new topic's stream id, which is no change of stream.
+    let server = FakeServer::one(|peer| {
+        accept_subscribe(peer, StartAt::Latest, 0, (0, 0));
+        peer.send(events(5, [0, 1]));
+    });
+    let mut subscriber =
+        Subscriber::connect(server.addr(), topic(), StartAt::Latest, options()).unwrap();
+
+    let offsets = next_offsets(&mut subscriber, 2);
+
+    assert_eq!(offsets, vec![0, 1]);
+    assert_eq!(subscriber.stream(), 5);
+    drop(subscriber);
+    server.join();
+}
+
+#[test]
+fn topic_created_while_disconnected_is_no_stream_change() {
+    let first: Script = Box::new(|peer| {
+        accept_subscribe(peer, StartAt::Latest, 0, (0, 0));
+    });
+    let second: Script = Box::new(|peer| {
+        accept_subscribe(peer, StartAt::Offset(0), 0, (5, 0));
+        peer.send(events(5, [0]));
+    });
+    let server = FakeServer::start(vec![first, second]);
+    let mut subscriber =
+        Subscriber::connect(server.addr(), topic(), StartAt::Latest, options()).unwrap();
+
+    let offsets = next_offsets(&mut subscriber, 1);
+
+    assert_eq!(offsets, vec![0]);
+    assert_eq!(subscriber.stream(), 5);
     drop(subscriber);
     server.join();
 }

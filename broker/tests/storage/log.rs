@@ -1,90 +1,11 @@
-//! Tests of the segment log against real files in temporary directories.
+//! The log API against real files: appends, commits, reads, rolls, indexes and reopening.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
-use bytes::BytesMut;
-use chorus_broker::storage::{DataDir, FsyncPolicy, LogConfig, StorageError, TopicLog};
-use chorus_protocol::event::encode_entry;
-use chorus_protocol::Topic;
+use chorus_broker::storage::{DataDir, FsyncPolicy, LogConfig, StorageError};
 use proptest::prelude::*;
 
-const SEGMENT_HEADER_LEN: u64 = 16;
-
-fn topic(name: &str) -> Topic {
-    Topic::new(name).unwrap()
-}
-
-/// Encodes a wire entry whose payload bytes are derived from its offset.
-fn entry(offset: u64, payload_len: usize) -> Vec<u8> {
-    let payload: Vec<u8> = (0..payload_len)
-        .map(|i| (offset as usize + i) as u8)
-        .collect();
-    let mut buf = BytesMut::new();
-    encode_entry(&mut buf, offset, 1_000 + offset, 0, "publisher", &payload);
-    buf.to_vec()
-}
-
-/// Length of the record that stores `entry`.
-fn record_len(entry: &[u8]) -> u64 {
-    8 + entry.len() as u64
-}
-
-fn small_config(use_mmap: bool) -> LogConfig {
-    LogConfig {
-        segment_bytes: 512,
-        index_interval_bytes: 64,
-        fsync: FsyncPolicy::Never,
-        use_mmap,
-    }
-}
-
-/// Appends entries for offsets `next_offset()..next_offset() + count` and commits them.
-fn append_and_commit(log: &mut TopicLog, count: u64, payload_len: usize) -> Vec<Vec<u8>> {
-    let start = log.next_offset();
-    let entries: Vec<Vec<u8>> = (start..start + count)
-        .map(|o| entry(o, payload_len))
-        .collect();
-    for e in &entries {
-        log.append(e).unwrap();
-    }
-    log.commit().unwrap();
-    entries
-}
-
-fn read_all(log: &TopicLog, from: u64) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    log.read(from, usize::MAX, usize::MAX, |offset, e| {
-        out.push((offset, e.to_vec()))
-    })
-    .unwrap();
-    out
-}
-
-fn expected_from(entries: &[Vec<u8>], from: u64) -> Vec<(u64, Vec<u8>)> {
-    entries
-        .iter()
-        .enumerate()
-        .skip(from as usize)
-        .map(|(i, e)| (i as u64, e.clone()))
-        .collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn flip_byte(path: &Path, position: u64) {
-    let mut bytes = fs::read(path).unwrap();
-    bytes[position as usize] ^= 0x55;
-    fs::write(path, bytes).unwrap();
-}
+use crate::util::*;
 
 #[test]
 fn round_trip_across_segment_rolls() {
@@ -386,226 +307,6 @@ fn distinct_topics_get_distinct_stream_ids() {
     assert_ne!(a.stream_id(), b.stream_id());
 }
 
-/// Cuts the last record at every byte position, as a crash in the middle of a write would, and
-/// checks that recovery keeps every earlier entry and that the log accepts the lost offset again.
-#[test]
-fn recovery_truncates_torn_last_record_at_every_cut() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_bytes: 64 * 1024,
-        ..small_config(true)
-    };
-    let name = topic("live");
-    let (entries, segment, full) = {
-        let data = DataDir::open(tmp.path()).unwrap();
-        let mut log = data.open_topic(&name, &config).unwrap();
-        let entries = append_and_commit(&mut log, 10, 50);
-        let segment = segment_files(&data.topic_dir(&name)).pop().unwrap();
-        let full = fs::read(&segment).unwrap();
-        (entries, segment, full)
-    };
-    let last_start = full.len() as u64 - record_len(&entries[9]);
-
-    for cut in last_start..full.len() as u64 {
-        fs::write(&segment, &full[..cut as usize]).unwrap();
-
-        let data = DataDir::open(tmp.path()).unwrap();
-        let mut log = data.open_topic(&name, &config).unwrap();
-        assert_eq!(log.committed_offset(), 9, "cut at {cut}");
-        assert_eq!(
-            read_all(&log, 0),
-            expected_from(&entries[..9], 0),
-            "cut at {cut}"
-        );
-        assert_eq!(
-            fs::metadata(&segment).unwrap().len(),
-            last_start,
-            "cut at {cut}"
-        );
-
-        log.append(&entries[9]).unwrap();
-        assert_eq!(log.commit().unwrap(), 10, "cut at {cut}");
-    }
-    assert_eq!(fs::read(&segment).unwrap(), full);
-}
-
-#[test]
-fn recovery_drops_garbage_after_last_record() {
-    for garbage in [
-        vec![0u8; 100],
-        vec![0xff; 3],
-        (0..=255u8).collect::<Vec<u8>>(),
-    ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let name = topic("live");
-        let entries = {
-            let data = DataDir::open(tmp.path()).unwrap();
-            let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-            append_and_commit(&mut log, 5, 20)
-        };
-        let data = DataDir::open(tmp.path()).unwrap();
-        let segment = segment_files(&data.topic_dir(&name)).pop().unwrap();
-        let mut bytes = fs::read(&segment).unwrap();
-        let clean_len = bytes.len() as u64;
-        bytes.extend_from_slice(&garbage);
-        fs::write(&segment, bytes).unwrap();
-
-        let log = data.open_topic(&name, &small_config(true)).unwrap();
-        assert_eq!(log.committed_offset(), 5);
-        assert_eq!(read_all(&log, 0), expected_from(&entries, 0));
-        assert_eq!(fs::metadata(&segment).unwrap().len(), clean_len);
-    }
-}
-
-#[test]
-fn recovery_drops_last_record_with_bad_crc() {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = topic("live");
-    let entries = {
-        let data = DataDir::open(tmp.path()).unwrap();
-        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-        append_and_commit(&mut log, 5, 20)
-    };
-    let data = DataDir::open(tmp.path()).unwrap();
-    let segment = segment_files(&data.topic_dir(&name)).pop().unwrap();
-    let len = fs::metadata(&segment).unwrap().len();
-    flip_byte(&segment, len - 1);
-
-    let log = data.open_topic(&name, &small_config(true)).unwrap();
-    assert_eq!(log.committed_offset(), 4);
-    assert_eq!(read_all(&log, 0), expected_from(&entries[..4], 0));
-}
-
-#[test]
-fn corrupt_record_in_closed_segment_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = topic("live");
-    let entries = {
-        let data = DataDir::open(tmp.path()).unwrap();
-        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-        let entries = append_and_commit(&mut log, 30, 40);
-        assert!(log.segment_count() >= 3);
-        entries
-    };
-    let data = DataDir::open(tmp.path()).unwrap();
-    let first = segment_files(&data.topic_dir(&name)).remove(0);
-    // The last byte of the second record's payload.
-    let second_end = SEGMENT_HEADER_LEN + record_len(&entries[0]) + record_len(&entries[1]);
-    flip_byte(&first, second_end - 1);
-
-    let error = data.open_topic(&name, &small_config(true)).unwrap_err();
-    match error {
-        StorageError::Corrupt { path, position, .. } => {
-            assert_eq!(path, first);
-            assert_eq!(position, SEGMENT_HEADER_LEN + record_len(&entries[0]));
-        }
-        other => panic!("expected Corrupt, got {other}"),
-    }
-}
-
-#[test]
-fn gap_between_segments_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let name = topic("live");
-    {
-        let data = DataDir::open(tmp.path()).unwrap();
-        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-        append_and_commit(&mut log, 30, 40);
-    }
-    let data = DataDir::open(tmp.path()).unwrap();
-    let files = segment_files(&data.topic_dir(&name));
-    assert!(files.len() >= 3);
-    fs::remove_file(&files[1]).unwrap();
-
-    let error = data.open_topic(&name, &small_config(true)).unwrap_err();
-    match error {
-        StorageError::Corrupt { path, .. } => assert_eq!(path, files[2]),
-        other => panic!("expected Corrupt, got {other}"),
-    }
-}
-
-#[test]
-fn empty_trailing_segment_file_is_repaired() {
-    for contents in [Vec::new(), vec![b'C', b'H', b'R'], vec![0u8; 16]] {
-        let tmp = tempfile::tempdir().unwrap();
-        let name = topic("live");
-        let entries = {
-            let data = DataDir::open(tmp.path()).unwrap();
-            let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-            append_and_commit(&mut log, 5, 20)
-        };
-        let data = DataDir::open(tmp.path()).unwrap();
-        let trailing = data.topic_dir(&name).join("00000000000000000005.log");
-        fs::write(&trailing, &contents).unwrap();
-
-        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-        assert_eq!(log.committed_offset(), 5);
-        assert_eq!(log.segment_count(), 2);
-        assert_eq!(fs::metadata(&trailing).unwrap().len(), SEGMENT_HEADER_LEN);
-        assert_eq!(read_all(&log, 0), expected_from(&entries, 0));
-        append_and_commit(&mut log, 1, 20);
-        assert_eq!(read_all(&log, 5).len(), 1);
-    }
-}
-
-#[test]
-fn foreign_segment_header_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::open(tmp.path()).unwrap();
-    let name = topic("live");
-    drop(data.open_topic(&name, &small_config(true)).unwrap());
-    let segment = segment_files(&data.topic_dir(&name)).pop().unwrap();
-    fs::write(&segment, b"NOTASEGMENTFILE!").unwrap();
-
-    let error = data.open_topic(&name, &small_config(true)).unwrap_err();
-    assert!(
-        matches!(error, StorageError::Corrupt { position: 0, .. }),
-        "{error}"
-    );
-}
-
-#[test]
-fn missing_metadata_with_segments_is_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::open(tmp.path()).unwrap();
-    let name = topic("live");
-    drop(data.open_topic(&name, &small_config(true)).unwrap());
-    fs::remove_file(data.topic_dir(&name).join("topic.meta")).unwrap();
-
-    let error = data.open_topic(&name, &small_config(true)).unwrap_err();
-    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
-}
-
-#[test]
-fn topic_without_segments_starts_new_stream() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::open(tmp.path()).unwrap();
-    let name = topic("live");
-    let old_stream_id = {
-        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
-        append_and_commit(&mut log, 3, 10);
-        log.stream_id()
-    };
-    for path in segment_files(&data.topic_dir(&name)) {
-        fs::remove_file(path).unwrap();
-    }
-
-    let log = data.open_topic(&name, &small_config(true)).unwrap();
-    assert_ne!(log.stream_id(), old_stream_id);
-    assert_eq!(log.next_offset(), 0);
-}
-
-#[test]
-fn unknown_file_in_topic_directory_is_ignored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = DataDir::open(tmp.path()).unwrap();
-    let name = topic("live");
-    drop(data.open_topic(&name, &small_config(true)).unwrap());
-    fs::write(data.topic_dir(&name).join("notes.txt"), b"hello").unwrap();
-
-    assert!(data.open_topic(&name, &small_config(true)).is_ok());
-}
-
 #[test]
 fn second_data_dir_is_locked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -771,6 +472,7 @@ proptest! {
             index_interval_bytes,
             fsync: FsyncPolicy::Never,
             use_mmap,
+            ..LogConfig::default()
         };
         let name = topic("prop/test");
         let mut data = DataDir::open(tmp.path()).unwrap();
@@ -808,4 +510,364 @@ proptest! {
         let middle = committed.len() as u64 / 2;
         prop_assert_eq!(read_all(&log, middle), expected_from(&committed, middle));
     }
+}
+
+#[test]
+fn closed_segments_get_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 30, 40);
+    let dir = data.topic_dir(&topic("live"));
+
+    let segments = segment_files(&dir);
+    let closed = &segments[..segments.len() - 1];
+    assert!(closed.len() >= 2, "{}", closed.len());
+    let with_extension =
+        |extension| -> Vec<_> { closed.iter().map(|p| p.with_extension(extension)).collect() };
+    assert_eq!(files_with_extension(&dir, "index"), with_extension("index"));
+    assert_eq!(
+        files_with_extension(&dir, "timeindex"),
+        with_extension("timeindex")
+    );
+}
+
+#[test]
+fn index_files_of_never_policy_say_segment_unflushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 30, 40);
+    let dir = data.topic_dir(&topic("live"));
+
+    for path in files_with_extension(&dir, "index") {
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[INDEX_FLAGS_AT] & 1, 0, "{}", path.display());
+    }
+}
+
+#[test]
+fn sync_marks_closed_segments_flushed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 30, 40);
+    log.sync().unwrap();
+    let dir = data.topic_dir(&topic("live"));
+
+    for path in files_with_extension(&dir, "index") {
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[INDEX_FLAGS_AT] & 1, 1, "{}", path.display());
+        assert_eq!(&bytes[INDEX_BOOT_ID], &[0u8; 16], "{}", path.display());
+    }
+}
+
+#[test]
+fn always_policy_writes_flushed_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    append_and_commit(&mut log, 30, 40);
+    let dir = data.topic_dir(&topic("live"));
+
+    let indexes = files_with_extension(&dir, "timeindex");
+    assert!(!indexes.is_empty());
+    for path in indexes {
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[INDEX_FLAGS_AT] & 1, 1, "{}", path.display());
+    }
+}
+
+/// Reopening reads the closed segments from their index files; every read, from every offset,
+/// still returns the same entries as before.
+#[test]
+fn reopen_with_index_files_reads_every_offset() {
+    for use_mmap in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = small_config(use_mmap);
+        let entries = {
+            let data = DataDir::open(tmp.path()).unwrap();
+            let mut log = data.open_topic(&topic("live"), &config).unwrap();
+            append_and_commit(&mut log, 100, 30)
+        };
+        let data = DataDir::open(tmp.path()).unwrap();
+        let log = data.open_topic(&topic("live"), &config).unwrap();
+        assert!(log.segment_count() > 5);
+        for from in 0..=100u64 {
+            assert_eq!(
+                read_all(&log, from),
+                expected_from(&entries, from),
+                "mmap {use_mmap}, from {from}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_index_files_are_rebuilt_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = topic("live");
+    {
+        let data = DataDir::open(tmp.path()).unwrap();
+        let mut log = data.open_topic(&name, &small_config(true)).unwrap();
+        append_and_commit(&mut log, 40, 30);
+    }
+    let data = DataDir::open(tmp.path()).unwrap();
+    let dir = data.topic_dir(&name);
+    let before = snapshot(&dir);
+    for extension in ["index", "timeindex"] {
+        for path in files_with_extension(&dir, extension) {
+            fs::remove_file(path).unwrap();
+        }
+    }
+
+    drop(data.open_topic(&name, &small_config(true)).unwrap());
+    assert_eq!(snapshot(&dir), before);
+}
+
+/// Entry times are 1000 µs apart, so every time between two entries has exactly one correct
+/// offset.
+#[test]
+fn time_lookup_finds_first_newer_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = small_config(true);
+    let name = topic("live");
+    let write = |data: &DataDir| {
+        let mut log = data.open_topic(&name, &config).unwrap();
+        for offset in 0..200u64 {
+            log.append(&entry_at(offset, 10_000 + 1_000 * offset, 20))
+                .unwrap();
+        }
+        log.commit().unwrap();
+    };
+    let data = DataDir::open(tmp.path()).unwrap();
+    write(&data);
+
+    // Reopened, closed segments come from their index files.
+    let log = data.open_topic(&name, &config).unwrap();
+    assert!(log.segment_count() > 5);
+    assert_eq!(log.offset_for_time(0), 0);
+    assert_eq!(log.offset_for_time(10_000), 0);
+    for offset in 1..200u64 {
+        let time = 10_000 + 1_000 * offset;
+        assert_eq!(log.offset_for_time(time), offset, "time {time}");
+        assert_eq!(
+            log.offset_for_time(time - 999),
+            offset,
+            "time {}",
+            time - 999
+        );
+    }
+    assert_eq!(log.offset_for_time(10_000 + 1_000 * 199 + 1), 200);
+    assert_eq!(log.offset_for_time(u64::MAX), 200);
+}
+
+/// Broker times can go backwards when the clock does. The result is still the first entry whose
+/// own time is at or after the requested one.
+#[test]
+fn offset_for_time_handles_clock_going_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 0,
+        time_index_interval_bytes: 0,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    let times = [100u64, 500, 200, 300, 600, 400, 700];
+    for (offset, time) in times.iter().enumerate() {
+        log.append(&entry_at(offset as u64, *time, 10)).unwrap();
+    }
+    log.commit().unwrap();
+
+    for time in 0..=800u64 {
+        let expected = times
+            .iter()
+            .position(|&t| t >= time)
+            .map_or(times.len() as u64, |i| i as u64);
+        assert_eq!(log.offset_for_time(time), expected, "time {time}");
+    }
+}
+
+#[test]
+fn offset_for_time_ignores_uncommitted_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 3, 10);
+    log.append(&entry(3, 10)).unwrap();
+    assert_eq!(log.offset_for_time(BASE_TIME_US + 3), 3);
+    assert_eq!(log.committed_offset(), 3);
+}
+
+/// With `segment_ms` of one second, a tenth of it is jitter: entries within 900 ms of the
+/// segment's first entry stay in it, and an entry a full second later starts a new segment.
+#[test]
+fn segments_roll_by_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        segment_ms: 1_000,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    for (offset, time_us) in [0u64, 500_000, 899_999].into_iter().enumerate() {
+        log.append(&entry_at(offset as u64, time_us, 10)).unwrap();
+        log.commit().unwrap();
+    }
+    assert_eq!(log.segment_count(), 1);
+
+    log.append(&entry_at(3, 1_000_000, 10)).unwrap();
+    log.commit().unwrap();
+    assert_eq!(log.segment_count(), 2);
+    let dir = data.topic_dir(&topic("live"));
+    assert_eq!(
+        segment_files(&dir).last().unwrap().file_name().unwrap(),
+        "00000000000000000003.log"
+    );
+}
+
+/// An age roll inside one commit splits the commit's records between two segments.
+#[test]
+fn age_roll_splits_one_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        segment_ms: 1_000,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    let entries: Vec<Vec<u8>> = (0..6u64)
+        .map(|offset| entry_at(offset, offset * 400_000, 10))
+        .collect();
+    for e in &entries {
+        log.append(e).unwrap();
+    }
+    log.commit().unwrap();
+
+    // Times 0, 0.4 s, 0.8 s stay; 1.2 s starts a segment; 2.0 s is 0.8 s after it.
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(read_all(&log, 0), expected_from(&entries, 0));
+}
+
+#[test]
+fn roll_if_due_closes_an_aged_quiet_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        segment_ms: 1_000,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    log.append(&entry_at(0, 5_000_000, 10)).unwrap();
+    log.commit().unwrap();
+
+    assert!(!log.roll_if_due(5_800_000).unwrap());
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.roll_if_due(6_000_000).unwrap());
+    assert_eq!(log.segment_count(), 2);
+    // The new active segment is empty, so nothing is due.
+    assert!(!log.roll_if_due(60_000_000).unwrap());
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn zero_segment_ms_rolls_by_size_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        segment_ms: 0,
+        retention_ms: 0,
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    for offset in 0..3u64 {
+        log.append(&entry_at(offset, offset * 1_000_000_000, 10))
+            .unwrap();
+        log.commit().unwrap();
+    }
+    assert_eq!(log.segment_count(), 1);
+    assert!(!log.roll_if_due(u64::MAX).unwrap());
+}
+
+#[test]
+fn sync_deadline_follows_interval_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let interval = std::time::Duration::from_secs(3600);
+    let config = LogConfig {
+        fsync: FsyncPolicy::Interval(interval),
+        ..small_config(true)
+    };
+    let mut log = data.open_topic(&topic("live"), &config).unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.sync_deadline(), None);
+
+    append_and_commit(&mut log, 1, 10);
+    let deadline = log.sync_deadline().expect("unsynced data has a deadline");
+    assert!(deadline > std::time::Instant::now() + interval / 2);
+    assert!(!log.sync_if_due().unwrap());
+    log.sync().unwrap();
+    assert_eq!(log.sync_deadline(), None);
+}
+
+#[test]
+fn never_policy_has_no_sync_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 1, 10);
+    assert_eq!(log.sync_deadline(), None);
+}
+
+#[test]
+fn leftover_index_files_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let name = topic("live");
+    drop(data.open_topic(&name, &small_config(true)).unwrap());
+    let dir = data.topic_dir(&name);
+    let leftovers = [
+        "00000000000000000500.index",
+        "00000000000000000500.timeindex",
+        "00000000000000000000.index.tmp",
+        "00000000000000000000.index",
+    ];
+    for leftover in leftovers {
+        fs::write(dir.join(leftover), b"left over").unwrap();
+    }
+
+    drop(data.open_topic(&name, &small_config(true)).unwrap());
+    for leftover in leftovers {
+        assert!(!dir.join(leftover).exists(), "{leftover}");
+    }
+}
+
+#[test]
+fn last_write_time_is_newest_entry_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path()).unwrap();
+    let mut log = data
+        .open_topic(&topic("live"), &small_config(true))
+        .unwrap();
+    append_and_commit(&mut log, 30, 40);
+    assert_eq!(log.last_write_time_us(), BASE_TIME_US + 29);
 }

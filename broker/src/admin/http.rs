@@ -1,0 +1,356 @@
+//! Requests and replies of the admin endpoint: authentication, routing and JSON responses.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Value};
+
+use super::Admin;
+
+/// A response before it is written.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub(super) status: u16,
+    body: String,
+    content_type: &'static str,
+    /// Methods the path accepts, sent with 405.
+    allow: Option<&'static str>,
+    /// Whether to ask for a bearer token, sent with 401.
+    challenge: bool,
+}
+
+/// The endpoint a request is routed to, once its path and method are matched.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    Metrics,
+    Status,
+    Topics,
+    Topic(String),
+    DeleteTopic(String),
+    Connections,
+    Kick(String),
+    Tree,
+    Reload,
+    /// An endpoint whose feature the broker does not have yet.
+    NotImplemented {
+        /// The missing feature, for scripts.
+        missing: &'static str,
+        message: &'static str,
+    },
+}
+
+impl Reply {
+    pub(super) fn json(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            body: format!("{value:#}\n"),
+            content_type: "application/json",
+            allow: None,
+            challenge: false,
+        }
+    }
+
+    pub(super) fn ok(value: &Value) -> Reply {
+        Reply::json(200, value)
+    }
+
+    /// Returns `{"error": message}` with `status`.
+    pub(super) fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::json(status, &json!({ "error": message.into() }))
+    }
+
+    /// Returns 501 for an action that needs a feature the broker does not have yet.
+    pub(super) fn not_implemented(missing: &str, message: &str) -> Reply {
+        Reply::json(501, &json!({ "error": message, "missing": missing }))
+    }
+
+    pub(super) fn text(content_type: &'static str, body: String) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            content_type,
+            allow: None,
+            challenge: false,
+        }
+    }
+
+    pub(super) fn into_response(self) -> tiny_http::Response<Cursor<Vec<u8>>> {
+        let mut response = tiny_http::Response::from_string(self.body)
+            .with_status_code(self.status)
+            .with_header(header("Content-Type", self.content_type))
+            .with_header(header("Cache-Control", "no-store"));
+        if let Some(allow) = self.allow {
+            response.add_header(header("Allow", allow));
+        }
+        if self.challenge {
+            response.add_header(header("WWW-Authenticate", "Bearer realm=\"chorusd\""));
+        }
+        response
+    }
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    // Every caller passes string literals or constants, all ASCII, so the conversion cannot
+    // fail.
+    tiny_http::Header::from_bytes(name, value).expect("header names and values are ASCII")
+}
+
+impl Admin {
+    /// Authenticates and routes one request, and returns the response.
+    pub(super) fn handle(&mut self, request: &tiny_http::Request) -> Reply {
+        if let Err(reply) = self.authorize(request) {
+            return reply;
+        }
+        let (path, query) = split_url(request.url());
+        let route = match route(request.method().as_str(), path) {
+            Ok(route) => route,
+            Err(reply) => return reply,
+        };
+        match route {
+            Route::Metrics => self.metrics_text(),
+            Route::Status => self.status(),
+            Route::Topics => self.topics(),
+            Route::Topic(name) => self.topic(&name),
+            Route::DeleteTopic(name) => self.delete_topic(&name),
+            Route::Connections => self.connections(query),
+            Route::Kick(id) => self.kick(&id),
+            Route::Tree => self.tree(),
+            Route::Reload => self.reload(),
+            Route::NotImplemented { missing, message } => Reply::not_implemented(missing, message),
+        }
+    }
+
+    /// Checks the bearer token, or the peer address when no token is configured.
+    fn authorize(&self, request: &tiny_http::Request) -> Result<(), Reply> {
+        let Some(token) = &self.token else {
+            return authorize_loopback(request.remote_addr());
+        };
+        let presented = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .and_then(|h| bearer_token(h.value.as_str()));
+        match presented {
+            Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(unauthorized("invalid admin token")),
+            None => Err(unauthorized(
+                "missing admin token: send the header Authorization: Bearer <token>",
+            )),
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> Reply {
+    let mut reply = Reply::error(401, message);
+    reply.challenge = true;
+    reply
+}
+
+/// Allows loopback peers only, for an endpoint without a token.
+fn authorize_loopback(peer: Option<&SocketAddr>) -> Result<(), Reply> {
+    if peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
+        return Ok(());
+    }
+    Err(Reply::error(
+        403,
+        "the admin endpoint has no token configured, so it serves loopback addresses only; set \
+         admin.token or admin.token_file to allow other addresses",
+    ))
+}
+
+/// Returns the token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell how much
+/// of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Splits a request target into its path and query string.
+fn split_url(url: &str) -> (&str, &str) {
+    url.split_once('?').unwrap_or((url, ""))
+}
+
+/// Returns the percent-decoded value of `name` in a query string.
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| decode(&value.replace('+', " ")).unwrap_or_default())
+    })
+}
+
+fn decode(segment: &str) -> Option<String> {
+    percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// Matches a path and method to a route, or returns the 400, 404 or 405 reply.
+pub(super) fn route(method: &str, path: &str) -> Result<Route, Reply> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["metrics"] => only(method, "GET", Route::Metrics),
+        ["v1", "status"] => only(method, "GET", Route::Status),
+        ["v1", "topics"] => only(method, "GET", Route::Topics),
+        ["v1", "topics", topic] => {
+            let topic = decode(topic)
+                .ok_or_else(|| Reply::error(400, "topic name in the path is not valid UTF-8"))?;
+            match method {
+                "GET" => Ok(Route::Topic(topic)),
+                "DELETE" => Ok(Route::DeleteTopic(topic)),
+                _ => Err(method_not_allowed("GET, DELETE")),
+            }
+        }
+        ["v1", "topics", _, "retention"] => only(
+            method,
+            "PUT",
+            Route::NotImplemented {
+                missing: "runtime retention changes",
+                message: "changing a topic's retention while chorusd runs is not supported yet; \
+                          set storage.retention_ms, storage.retention_bytes or a \
+                          [[storage.topics]] entry in the configuration file and restart chorusd",
+            },
+        ),
+        ["v1", "topics", _, "comments", _] => only(
+            method,
+            "DELETE",
+            Route::NotImplemented {
+                missing: "moderation",
+                message: "deleting a comment needs moderation, which this version of chorusd \
+                          does not have",
+            },
+        ),
+        ["v1", "topics", ..] => Err(Reply::error(
+            404,
+            "no such endpoint; a topic name is one path segment with each '/' written as %2F, \
+             such as /v1/topics/event%2Ffinal",
+        )),
+        ["v1", "connections"] => only(method, "GET", Route::Connections),
+        ["v1", "connections", id, "kick"] => only(method, "POST", Route::Kick((*id).to_owned())),
+        ["v1", "tree"] => only(method, "GET", Route::Tree),
+        ["v1", "reload"] => only(method, "POST", Route::Reload),
+        ["v1", "bans"] => match method {
+            "GET" | "POST" => Ok(Route::NotImplemented {
+                missing: "moderation",
+                message: "banning users needs moderation, which this version of chorusd does \
+                          not have",
+            }),
+            _ => Err(method_not_allowed("GET, POST")),
+        },
+        ["v1", "bans", _] => only(
+            method,
+            "DELETE",
+            Route::NotImplemented {
+                missing: "moderation",
+                message: "lifting a ban needs moderation, which this version of chorusd does not \
+                          have",
+            },
+        ),
+        _ => Err(Reply::error(404, format!("no such endpoint: {path}"))),
+    }
+}
+
+fn only(method: &str, allowed: &'static str, route: Route) -> Result<Route, Reply> {
+    if method == allowed {
+        Ok(route)
+    } else {
+        Err(method_not_allowed(allowed))
+    }
+}
+
+fn method_not_allowed(allowed: &'static str) -> Reply {
+    let mut reply = Reply::error(
+        405,
+        format!("method not allowed; this path accepts {allowed}"),
+    );
+    reply.allow = Some(allowed);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_path_is_percent_decoded() {
+        let route = route("DELETE", "/v1/topics/event%2Ffinal").unwrap();
+        assert_eq!(route, Route::DeleteTopic("event/final".into()));
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let reply = route("POST", "/v1/status").unwrap_err();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.allow, Some("GET"));
+    }
+
+    #[test]
+    fn unknown_path_is_404() {
+        assert_eq!(route("GET", "/v2/status").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn unencoded_topic_slash_is_404() {
+        assert_eq!(route("DELETE", "/v1/topics/a/b").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn ban_routes_to_not_implemented() {
+        let route = route("POST", "/v1/bans").unwrap();
+        assert!(matches!(
+            route,
+            Route::NotImplemented {
+                missing: "moderation",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_bytes() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+
+    #[test]
+    fn loopback_peer_is_allowed_without_token() {
+        let v4: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert!(authorize_loopback(Some(&v4)).is_ok());
+        assert!(authorize_loopback(Some(&mapped)).is_ok());
+        assert_eq!(authorize_loopback(Some(&remote)).unwrap_err().status, 403);
+        assert_eq!(authorize_loopback(None).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn query_param_is_decoded() {
+        assert_eq!(
+            query_param("topic=a%2Fb&limit=5", "topic").as_deref(),
+            Some("a/b")
+        );
+        assert_eq!(
+            query_param("topic=a%2Fb&limit=5", "limit").as_deref(),
+            Some("5")
+        );
+        assert_eq!(query_param("topic=a", "limit"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! The admin endpoint: an HTTP server on its own port and thread that reports the broker's
+//! state as JSON, carries out operator actions, and serves Prometheus metrics.
+//!
+//! Every request must carry `Authorization: Bearer <token>` when a token is configured. Without
+//! one, only requests from loopback addresses are served. Requests are handled one at a time on
+//! the admin thread. It sends requests for state or actions to the workers through their
+//! channels and waits for the replies with a deadline, so it never touches a worker's
+//! connections itself.
+//!
+//! | method and path | what it does |
+//! | --- | --- |
+//! | `GET /v1/status` | version, role, uptime, connections, topics, publish and delivery rates |
+//! | `GET /v1/topics` | every topic loaded or on disk, with offsets, rate, subscribers, size |
+//! | `GET /v1/topics/{topic}` | one topic |
+//! | `DELETE /v1/topics/{topic}` | ends its subscriptions and deletes its log |
+//! | `GET /v1/connections?topic=T&limit=N` | connections with their subscriptions |
+//! | `POST /v1/connections/{id}/kick` | sends ERROR to the connection and closes it |
+//! | `GET /v1/tree` | this node's place in the relay tree |
+//! | `POST /v1/reload` | rereads the configuration file and applies the limits |
+//! | `GET /metrics` | Prometheus metrics in the OpenMetrics text format |
+//!
+//! A topic name is one path segment, with each `/` written as `%2F`. Bans and comment deletion
+//! respond with 501 until the broker has moderation. Retention changes respond with 501 too,
+//! because retention is set in the configuration file and read at startup.
+
+mod actions;
+mod config;
+mod http;
+mod rates;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tracing::{debug, error, info, warn};
+
+pub use config::{AdminConfig, DEFAULT_ADMIN_LISTEN};
+
+use crate::config::{Config, ConfigError};
+use crate::server::Shared;
+use rates::Rates;
+
+/// Reads the configuration again for `POST /v1/reload`: the file and the command-line flags,
+/// merged and validated as at startup.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
+
+/// How often the publish and delivery totals are sampled for the rates.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Error that stops the admin endpoint from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The listening socket could not be bound.
+    #[error(
+        "failed to listen on {addr} for the admin endpoint: {source}; set admin.listen or \
+         --admin-listen to a free address, or admin.enabled = false"
+    )]
+    Bind {
+        /// Address that was requested.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The token could not be read.
+    #[error(transparent)]
+    Token(#[from] ConfigError),
+    /// The admin thread could not be started.
+    #[error("failed to start the admin thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running admin endpoint; stopped by [`AdminServer::stop`] or when dropped.
+pub(crate) struct AdminServer {
+    addr: SocketAddr,
+    http: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    loader: Arc<Mutex<Option<ConfigLoader>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// State of the admin thread.
+struct Admin {
+    shared: Arc<Shared>,
+    http: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+    token: Option<String>,
+    /// The configuration in force: the startup configuration with the reloaded limits.
+    running: Config,
+    loader: Arc<Mutex<Option<ConfigLoader>>>,
+    rates: Rates,
+    metrics: prometheus_client::registry::Registry,
+}
+
+impl AdminServer {
+    /// Binds the admin endpoint and starts its thread, or returns `None` when
+    /// `admin.enabled` is false.
+    pub(crate) fn start(shared: &Arc<Shared>) -> Result<Option<AdminServer>, AdminError> {
+        let config = &shared.config.admin;
+        if !config.enabled {
+            info!("admin endpoint disabled by admin.enabled = false");
+            return Ok(None);
+        }
+        let token = config.resolve_token()?;
+        let http = tiny_http::Server::http(config.listen).map_err(|source| AdminError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = http.server_addr().to_ip().unwrap_or(config.listen);
+        log_start(addr, token.is_some());
+
+        let http = Arc::new(http);
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = Arc::new(Mutex::new(None));
+        let admin = Admin {
+            shared: shared.clone(),
+            http: http.clone(),
+            stop: stop.clone(),
+            started: Instant::now(),
+            token,
+            running: shared.config.clone(),
+            loader: loader.clone(),
+            rates: Rates::default(),
+            metrics: crate::metrics::registry(shared.clone()),
+        };
+        let thread = std::thread::Builder::new()
+            .name("chorusd-admin".into())
+            .spawn(move || admin.run())
+            .map_err(AdminError::Thread)?;
+        Ok(Some(AdminServer {
+            addr,
+            http,
+            stop,
+            loader,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Returns the bound address, with an ephemeral port resolved.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets how `POST /v1/reload` reads the configuration again.
+    pub(crate) fn set_config_loader(&self, loader: ConfigLoader) {
+        *self.loader.lock() = Some(loader);
+    }
+
+    /// Stops the thread after the request in progress, if any.
+    pub(crate) fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.http.unblock();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("the admin thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+impl std::fmt::Debug for AdminServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs the address, and warns when requests are not authenticated.
+fn log_start(addr: SocketAddr, has_token: bool) {
+    // Tests and scripts find the port of an ephemeral address in this line.
+    info!(%addr, authenticated = has_token, "admin listening");
+    if !has_token {
+        warn!(
+            %addr,
+            "the admin endpoint is unauthenticated: no admin.token or admin.token_file is set, \
+             so it serves requests from loopback addresses only"
+        );
+    }
+}
+
+impl Admin {
+    fn run(mut self) {
+        let mut next_sample = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= next_sample {
+                self.rates.sample(&self.shared, now);
+                next_sample = now + SAMPLE_INTERVAL;
+            }
+            let wait = next_sample.saturating_duration_since(now);
+            match self.http.recv_timeout(wait) {
+                Ok(Some(request)) => self.serve(request),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "admin endpoint failed to receive a request");
+                    // Keeps a persistent accept error from spinning the thread.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        debug!("admin endpoint stopped");
+    }
+
+    fn serve(&mut self, request: tiny_http::Request) {
+        let method = request.method().to_string();
+        let url = request.url().to_owned();
+        let reply = self.handle(&request);
+        if reply.status >= 500 {
+            warn!(%method, %url, status = reply.status, "admin request failed");
+        } else {
+            debug!(%method, %url, status = reply.status, "admin request");
+        }
+        if let Err(e) = request.respond(reply.into_response()) {
+            debug!(error = %e, "failed to send an admin response");
+        }
+    }
+}

@@ -1,0 +1,837 @@
+//! One upstream link of a relay: a connection through the blocking chorus client, kept up with
+//! backoff and failover, and the threads that drive it.
+//!
+//! The link thread owns the connection's writing half. It takes [`Command`]s from the workers,
+//! reconnects after a loss, and on every new connection resumes each topic from the end of its
+//! cache. A reader thread per connection receives the upstream's frames: it puts EVENTS into
+//! the caches and hands them to the workers, completes subscriptions, and routes publish
+//! acknowledgements back. Neither thread ever waits on a worker: they only send on the
+//! workers' channels.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_client::{
+    ClientError, Connection, ConnectionReader, ConnectionWriter, Options, TlsOptions,
+};
+use chorus_protocol::{
+    ErrorCode, Events, Frame, PublishAck, StartAt, Subscribe, Subscribed, Topic,
+};
+use mio::Token;
+use parking_lot::Mutex;
+use rand::Rng;
+use tracing::{debug, error, info, info_span, trace, warn};
+
+use super::cache::{frame_span, tail_frame};
+use super::{hand_to_workers, tell_workers, Upstream};
+use crate::server::{Shared, WorkerMsg};
+use crate::topics::{Batch, TopicState};
+
+/// How often a reader blocked on a silent upstream wakes to check the silence limit.
+const READ_POLL: Duration = Duration::from_secs(1);
+
+/// Time allowed to open the TCP connection, and again for the handshakes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Silence accepted from an upstream that announced no idle timeout, and the slack added to
+/// twice an announced one before the connection counts as dead.
+const SILENCE_SLACK: Duration = Duration::from_secs(10);
+
+/// A request to a link.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Subscribes upstream to the topic as its state requires: from the last
+    /// `relay.cache_comments` comments while subscribing, from the cache's end once subscribed.
+    Subscribe(Arc<TopicState>),
+    /// Ends the upstream subscription to the topic.
+    Unsubscribe(Topic),
+    /// Forwards a client's publish upstream.
+    Publish {
+        topic: Topic,
+        payload: Bytes,
+        reply: PublishReply,
+    },
+    /// The reader of connection number `generation` stopped, for the reason given.
+    Lost { generation: u64, error: String },
+    /// Closes the connection and ends the link.
+    Stop,
+}
+
+/// Destination of a forwarded publish's acknowledgement: a client connection on a worker.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PublishReply {
+    pub(crate) worker: usize,
+    pub(crate) token: Token,
+    pub(crate) conn_id: u64,
+    /// The client's sequence number.
+    pub(crate) seq: u64,
+}
+
+impl PublishReply {
+    /// Sends the client its PUBLISH_ACK through the worker that owns its connection.
+    pub(crate) fn answer(self, shared: &Shared, code: ErrorCode, offset: u64, stream: u64) {
+        let ack = PublishAck {
+            seq: self.seq,
+            code,
+            offset,
+            stream,
+        };
+        let worker = &shared.workers[self.worker];
+        worker.send(WorkerMsg::PublishAck {
+            token: self.token,
+            conn_id: self.conn_id,
+            ack,
+        });
+        worker.wake();
+    }
+
+    fn fail(self, shared: &Shared) {
+        self.answer(shared, ErrorCode::UpstreamUnavailable, 0, 0);
+    }
+}
+
+/// Forwarded publishes waiting for their acknowledgement, by the link's sequence number.
+type InFlight = Arc<Mutex<HashMap<u64, PublishReply>>>;
+
+/// Reconnect plan of a link: exponential backoff with full jitter, failover through the
+/// targets in order, and back to the primary after every loss.
+///
+/// It reads no clock: callers pass the time, so tests step it.
+#[derive(Debug)]
+pub(crate) struct Failover {
+    targets: usize,
+    initial: Duration,
+    max: Duration,
+    next_target: usize,
+    /// Attempts since the last connection that lasted, which set the backoff ceiling.
+    failures: u32,
+    /// Whether the next attempt is the first one, which waits for nothing.
+    first: bool,
+    connected_at: Option<Instant>,
+}
+
+/// One connection attempt: the index of its target and the ceiling of its random delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub(crate) target: usize,
+    pub(crate) ceiling: Duration,
+}
+
+impl Failover {
+    pub(crate) fn new(targets: usize, initial: Duration, max: Duration) -> Failover {
+        Failover {
+            targets: targets.max(1),
+            initial,
+            max,
+            next_target: 0,
+            failures: 0,
+            first: true,
+            connected_at: None,
+        }
+    }
+
+    /// Returns the next attempt.
+    pub(crate) fn next_attempt(&self) -> Attempt {
+        if self.first {
+            return Attempt {
+                target: 0,
+                ceiling: Duration::ZERO,
+            };
+        }
+        let factor = 1u32.checked_shl(self.failures).unwrap_or(u32::MAX);
+        Attempt {
+            target: self.next_target,
+            ceiling: self.initial.saturating_mul(factor).min(self.max),
+        }
+    }
+
+    /// Records a failed attempt: the next one goes to the next target in the list.
+    pub(crate) fn failed(&mut self) {
+        self.first = false;
+        self.failures = self.failures.saturating_add(1);
+        self.next_target = (self.next_target + 1) % self.targets;
+    }
+
+    /// Records a connection made at `now`.
+    pub(crate) fn connected(&mut self, now: Instant) {
+        self.first = false;
+        self.connected_at = Some(now);
+    }
+
+    /// Records the loss of the connection at `now`. The next attempt goes to the primary.
+    ///
+    /// A connection that lasted at least the maximum delay starts the backoff over. A shorter
+    /// one counts as a failure, so an upstream that accepts and then drops every connection is
+    /// retried with growing delays.
+    pub(crate) fn lost(&mut self, now: Instant) {
+        let lasted = self
+            .connected_at
+            .take()
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        self.failures = if lasted >= self.max {
+            0
+        } else {
+            self.failures.saturating_add(1)
+        };
+        self.next_target = 0;
+    }
+}
+
+/// Draws a delay uniformly from zero to `ceiling` (full jitter).
+fn jitter(ceiling: Duration) -> Duration {
+    if ceiling.is_zero() {
+        return ceiling;
+    }
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
+/// A running link thread.
+#[derive(Debug)]
+pub(crate) struct LinkThread {
+    shared: Arc<Shared>,
+    index: usize,
+    handle: JoinHandle<()>,
+}
+
+impl LinkThread {
+    /// Starts the link to `targets` (primary first), reading `commands`.
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        index: usize,
+        targets: Vec<String>,
+        commands: Receiver<Command>,
+    ) -> std::io::Result<LinkThread> {
+        let relay = &shared.config.relay;
+        let failover = Failover::new(
+            targets.len(),
+            Duration::from_millis(relay.reconnect_initial_ms),
+            Duration::from_millis(relay.reconnect_max_ms),
+        );
+        let link = Link {
+            shared: shared.clone(),
+            index,
+            targets,
+            commands,
+            failover,
+            generation: 0,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("chorusd-link-{index}"))
+            .spawn(move || link.run())?;
+        Ok(LinkThread {
+            shared,
+            index,
+            handle,
+        })
+    }
+
+    /// Stops the link and waits for its threads.
+    pub(crate) fn stop(self) {
+        if let Some(relay) = self.shared.relay.as_ref() {
+            relay.send(self.index, Command::Stop);
+        }
+        if self.handle.join().is_err() {
+            error!(link = self.index, "a relay link thread panicked");
+        }
+    }
+}
+
+/// Outcome of one command for the link thread.
+enum Step {
+    Continue,
+    Lost(String),
+    Stop,
+}
+
+/// The state of the link thread.
+struct Link {
+    shared: Arc<Shared>,
+    index: usize,
+    targets: Vec<String>,
+    commands: Receiver<Command>,
+    failover: Failover,
+    /// Number of the current connection, so that a late report from an old reader is ignored.
+    generation: u64,
+}
+
+impl Link {
+    fn run(mut self) {
+        let span = info_span!("relay_link", link = self.index);
+        let _entered = span.enter();
+        loop {
+            let attempt = self.failover.next_attempt();
+            if !self.wait_disconnected(jitter(attempt.ceiling)) {
+                return;
+            }
+            let target = self.targets[attempt.target].clone();
+            match Connection::connect(&target, &self.options()) {
+                Ok(conn) => {
+                    self.failover.connected(Instant::now());
+                    let stop = self.serve(conn, &target);
+                    self.failover.lost(Instant::now());
+                    if stop {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(upstream = %target, error = %e, "failed to connect upstream");
+                    self.failover.failed();
+                    let next = self.failover.next_attempt().target;
+                    if next != attempt.target {
+                        info!(from = %target, to = %self.targets[next], "failing over to the next upstream");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns the client options for the next connection.
+    fn options(&self) -> Options {
+        let config = &self.shared.config;
+        Options {
+            client_name: self.shared.lineage.hello_name(&config.relay.client_name),
+            token: config.relay.token.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+            read_timeout: Some(READ_POLL),
+            max_frame: config.limits.max_frame,
+            tls: config.relay.tls.as_ref().map(|tls| TlsOptions {
+                ca_file: tls.ca_file.clone(),
+                client_cert: tls.cert_file.clone().zip(tls.key_file.clone()),
+                server_name: tls.server_name.clone(),
+                ..TlsOptions::default()
+            }),
+            ..Options::default()
+        }
+    }
+
+    /// Handles commands while there is no connection, for `delay`. Returns false on
+    /// [`Command::Stop`].
+    fn wait_disconnected(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let command = match self.commands.recv_timeout(left) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => return true,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            };
+            match command {
+                Command::Stop => return false,
+                Command::Publish { topic, reply, .. } => {
+                    debug!(%topic, "no upstream connection; publish rejected");
+                    reply.fail(&self.shared);
+                }
+                // Topic states are read again when the next connection resumes them.
+                Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Lost { .. } => {}
+            }
+            if left.is_zero() {
+                return true;
+            }
+        }
+    }
+
+    /// Runs one connection until it is lost or the link stops; returns whether it stops.
+    fn serve(&mut self, conn: Connection, target: &str) -> bool {
+        self.generation += 1;
+        let welcome = conn.welcome().clone();
+        info!(upstream = %target, server = %welcome.server_name, "connected upstream");
+        let (writer, upstream) = match conn.split() {
+            Ok(halves) => halves,
+            Err(e) => {
+                warn!(upstream = %target, error = %e, "failed to split the upstream connection");
+                return false;
+            }
+        };
+        let inflight = InFlight::default();
+        let silence = match welcome.idle_timeout_ms {
+            0 => SILENCE_SLACK,
+            ms => Duration::from_millis(u64::from(ms)) * 2 + SILENCE_SLACK,
+        };
+        let reader = Reader {
+            shared: self.shared.clone(),
+            index: self.index,
+            generation: self.generation,
+            inflight: inflight.clone(),
+            silence,
+        };
+        let reader_thread = std::thread::Builder::new()
+            .name(format!("chorusd-link-{}-reader", self.index))
+            .spawn(move || reader.run(upstream));
+        let reader_thread = match reader_thread {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                error!(error = %e, "failed to start the upstream reader thread");
+                None
+            }
+        };
+
+        let mut session = Session {
+            writer,
+            inflight,
+            next_seq: 1,
+        };
+        let outcome = match reader_thread {
+            Some(_) => self.run_session(&mut session),
+            None => Step::Lost("no reader thread".into()),
+        };
+        let stop = match outcome {
+            Step::Stop => true,
+            Step::Lost(reason) => {
+                warn!(upstream = %target, error = %reason, "upstream connection lost");
+                false
+            }
+            Step::Continue => false,
+        };
+
+        // Shutting the socket down wakes the reader, which then reports and ends.
+        if let Err(e) = session.writer.shutdown() {
+            debug!(error = %e, "upstream socket already closed");
+        }
+        if let Some(handle) = reader_thread {
+            if handle.join().is_err() {
+                error!("the upstream reader thread panicked");
+            }
+        }
+        let stranded: Vec<PublishReply> = session.inflight.lock().drain().map(|(_, r)| r).collect();
+        if !stranded.is_empty() {
+            warn!(
+                count = stranded.len(),
+                "forwarded publishes lost with the upstream connection"
+            );
+        }
+        for reply in stranded {
+            reply.fail(&self.shared);
+        }
+        stop
+    }
+
+    /// Resumes every topic, then handles commands until the connection is lost or the link
+    /// stops. Commands that arrive together are written with one flush.
+    fn run_session(&mut self, session: &mut Session) -> Step {
+        if let Err(e) = self.resume_topics(session) {
+            return Step::Lost(e.to_string());
+        }
+        loop {
+            let command = match self.commands.recv() {
+                Ok(command) => command,
+                Err(_) => return Step::Stop,
+            };
+            let mut step = self.handle(command, session);
+            while matches!(step, Step::Continue) {
+                match self.commands.try_recv() {
+                    Ok(command) => step = self.handle(command, session),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => step = Step::Stop,
+                }
+            }
+            if !matches!(step, Step::Continue) {
+                return step;
+            }
+            if let Err(e) = session.writer.flush() {
+                return Step::Lost(e.to_string());
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command, session: &mut Session) -> Step {
+        let written = match command {
+            Command::Stop => return Step::Stop,
+            Command::Lost { generation, error } if generation == self.generation => {
+                return Step::Lost(error);
+            }
+            Command::Lost { .. } => Ok(()),
+            Command::Subscribe(topic) => match self.subscribe_request(&topic) {
+                Some(subscribe) => session.writer.send(&Frame::Subscribe(subscribe)),
+                None => Ok(()),
+            },
+            Command::Unsubscribe(topic) => session.writer.send(&Frame::Unsubscribe(topic)),
+            Command::Publish {
+                topic,
+                payload,
+                reply,
+            } => session.publish(&self.shared, &topic, &payload, reply),
+        };
+        match written {
+            Ok(()) => Step::Continue,
+            Err(e) => Step::Lost(e.to_string()),
+        }
+    }
+
+    /// Returns the SUBSCRIBE that the topic's upstream state calls for, or `None` when the
+    /// topic needs no upstream subscription or already has one on this connection.
+    fn subscribe_request(&self, topic: &TopicState) -> Option<Subscribe> {
+        let mut inner = topic.inner.lock();
+        let relay = inner.relay.as_mut()?;
+        if relay.requested_on == self.generation {
+            return None;
+        }
+        let (start, stream) = match relay.upstream {
+            Upstream::Idle => return None,
+            // The first subscription warms the cache, so "last N" is served at this relay.
+            Upstream::Subscribing => (StartAt::Last(self.shared.config.relay.cache_comments), 0),
+            Upstream::Subscribed => (StartAt::Offset(relay.cache.end()), relay.cache.stream()),
+        };
+        relay.requested_on = self.generation;
+        Some(Subscribe {
+            topic: topic.name.clone(),
+            start,
+            stream,
+        })
+    }
+
+    /// Subscribes again to every topic of this link that has an upstream subscription.
+    fn resume_topics(&self, session: &mut Session) -> Result<(), ClientError> {
+        let Some(relay) = self.shared.relay.as_ref() else {
+            return Ok(());
+        };
+        for topic in self.shared.registry.loaded() {
+            if relay.link_index(&topic.name) != self.index {
+                continue;
+            }
+            let Some(subscribe) = self.subscribe_request(&topic) else {
+                continue;
+            };
+            if let StartAt::Offset(offset) = subscribe.start {
+                info!(topic = %topic.name, offset, stream = subscribe.stream, "resuming topic upstream");
+            }
+            session.writer.send(&Frame::Subscribe(subscribe))?;
+        }
+        Ok(())
+    }
+}
+
+/// The writing half of one connection and its publishes in flight.
+struct Session {
+    writer: ConnectionWriter,
+    inflight: InFlight,
+    /// The sequence number the writer gives the next publish. The client numbers publishes
+    /// from 1 on each connection, and the link publishes only through this writer.
+    next_seq: u64,
+}
+
+impl Session {
+    /// Queues a forwarded publish. Its entry goes in before the frame is written, so the
+    /// acknowledgement always finds it.
+    fn publish(
+        &mut self,
+        shared: &Shared,
+        topic: &Topic,
+        payload: &[u8],
+        reply: PublishReply,
+    ) -> Result<(), ClientError> {
+        let expected = self.next_seq;
+        self.inflight.lock().insert(expected, reply);
+        match self.writer.send_publish(topic, payload) {
+            Ok(seq) => {
+                if seq != expected {
+                    error!(expected, seq, "upstream sequence numbers out of step");
+                    let mut inflight = self.inflight.lock();
+                    if let Some(reply) = inflight.remove(&expected) {
+                        inflight.insert(seq, reply);
+                    }
+                }
+                self.next_seq = seq + 1;
+                Ok(())
+            }
+            Err(ClientError::PayloadTooLarge { .. }) => {
+                self.inflight.lock().remove(&expected);
+                reply.answer(shared, ErrorCode::PayloadTooLarge, 0, 0);
+                Ok(())
+            }
+            Err(e) => {
+                self.inflight.lock().remove(&expected);
+                reply.fail(shared);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The reader thread of one connection.
+struct Reader {
+    shared: Arc<Shared>,
+    index: usize,
+    generation: u64,
+    inflight: InFlight,
+    /// Silence after which the upstream counts as dead.
+    silence: Duration,
+}
+
+impl Reader {
+    /// Receives frames until the connection fails, then reports the loss to the link thread.
+    fn run(self, mut upstream: ConnectionReader) {
+        let span = info_span!(
+            "relay_link",
+            link = self.index,
+            generation = self.generation
+        );
+        let _entered = span.enter();
+        let mut last_frame = Instant::now();
+        let error = loop {
+            match upstream.recv() {
+                Ok(frame) => {
+                    last_frame = Instant::now();
+                    self.on_frame(frame);
+                }
+                Err(ClientError::Timeout) => {
+                    if last_frame.elapsed() >= self.silence {
+                        break format!("upstream silent for {:?}", self.silence);
+                    }
+                }
+                Err(ClientError::Server {
+                    code,
+                    topic,
+                    message,
+                    close: false,
+                }) => {
+                    last_frame = Instant::now();
+                    self.on_topic_error(&topic, code, message);
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        if let Some(relay) = self.shared.relay.as_ref() {
+            relay.send(
+                self.index,
+                Command::Lost {
+                    generation: self.generation,
+                    error,
+                },
+            );
+        }
+    }
+
+    fn on_frame(&self, frame: Frame) {
+        match frame {
+            Frame::Events(events) => self.on_events(events),
+            Frame::Subscribed(subscribed) => self.on_subscribed(&subscribed),
+            Frame::PublishAck(ack) => {
+                let reply = self.inflight.lock().remove(&ack.seq);
+                match reply {
+                    Some(reply) => reply.answer(&self.shared, ack.code, ack.offset, ack.stream),
+                    None => warn!(seq = ack.seq, "PUBLISH_ACK for no forwarded publish"),
+                }
+            }
+            other => trace!(kind = other.kind(), "ignored a frame from upstream"),
+        }
+    }
+
+    /// Caches an upstream batch and hands it to the workers with subscribers.
+    ///
+    /// The decoded frame is encoded again, which gives back the upstream's bytes exactly
+    /// (the encoding has one form), because the client hands out frames decoded.
+    fn on_events(&self, events: Events) {
+        let Ok(topic) = self.shared.registry.get(events.topic()) else {
+            return;
+        };
+        let stream = events.stream();
+        let mut frame = Frame::Events(events).to_bytes();
+        let Some((mut first, last, mut count)) = frame_span(&frame) else {
+            return;
+        };
+
+        let mut inner = topic.inner.lock();
+        let Some(relay) = inner.relay.as_mut() else {
+            return;
+        };
+        if relay.upstream != Upstream::Subscribed {
+            trace!(topic = %topic.name, first, "EVENTS for a topic not subscribed upstream; dropped");
+            return;
+        }
+        if relay.cache.stream() == 0 {
+            relay.cache.adopt_stream(stream);
+        } else if stream != relay.cache.stream() {
+            // The topic was recreated upstream during the subscription. The cache starts over
+            // on the new stream; subscribers switch when they see it (see `offer_batch`).
+            info!(topic = %topic.name, old = relay.cache.stream(), new = stream, first, "stream changed upstream; cache cleared");
+            relay.cache.reset(stream, first, first);
+        }
+        let end = relay.cache.end();
+        if last < end {
+            trace!(topic = %topic.name, first, last, "EVENTS already cached; dropped");
+            return;
+        }
+        if first < end {
+            // A repeated SUBSCRIBE can make the upstream send comments again.
+            (frame, count) = tail_frame(&topic.name, stream, &frame, end);
+            first = end;
+        }
+        let batch = Batch {
+            first,
+            end: last + 1,
+            frame,
+            appended: Instant::now(),
+            stream,
+        };
+        relay.cache.push(batch.clone(), count);
+        let wake = hand_to_workers(&self.shared, &topic, &inner, &batch);
+        drop(inner);
+        for worker in wake {
+            self.shared.workers[worker].wake();
+        }
+    }
+
+    /// Marks the topic subscribed and notifies the workers. They complete the subscriptions
+    /// waiting for it and move subscribers of a replaced stream to the new one.
+    fn on_subscribed(&self, subscribed: &Subscribed) {
+        let Ok(topic) = self.shared.registry.get(&subscribed.topic) else {
+            return;
+        };
+        let mut inner = topic.inner.lock();
+        let Some(relay) = inner.relay.as_mut() else {
+            return;
+        };
+        let Subscribed {
+            stream, start, end, ..
+        } = *subscribed;
+        let name = &topic.name;
+        match relay.upstream {
+            Upstream::Idle => {
+                debug!(topic = %name, "SUBSCRIBED for a topic no longer wanted; ignored");
+                return;
+            }
+            Upstream::Subscribing => {
+                info!(topic = %name, stream, start, end, "subscribed upstream");
+                relay.upstream = Upstream::Subscribed;
+                relay.cache.reset(stream, start, end);
+            }
+            Upstream::Subscribed if relay.cache.stream() == stream => {
+                if start > relay.cache.end() {
+                    warn!(topic = %name, expected = relay.cache.end(), start, "upstream no longer keeps the comments after the cache; offsets jump");
+                }
+                debug!(topic = %name, stream, start, end, "resumed upstream");
+                relay.cache.announce_end(end);
+            }
+            Upstream::Subscribed => {
+                let old = relay.cache.stream();
+                if old != 0 {
+                    info!(topic = %name, old, new = stream, start, "stream changed upstream; cache cleared");
+                }
+                relay.cache.reset(stream, start, end);
+            }
+        }
+        let wake = tell_workers(&self.shared, &inner, || WorkerMsg::UpstreamSubscribed {
+            topic: topic.clone(),
+        });
+        drop(inner);
+        for worker in wake {
+            self.shared.workers[worker].wake();
+        }
+    }
+
+    /// Ends the topic's upstream state after the upstream rejected its subscription, and
+    /// passes the error on to the local subscribers.
+    fn on_topic_error(&self, name: &str, code: ErrorCode, message: String) {
+        let Ok(name) = Topic::new(name) else {
+            warn!(topic = name, code = code.name(), %message, "upstream ERROR for an invalid topic");
+            return;
+        };
+        let Ok(topic) = self.shared.registry.get(&name) else {
+            return;
+        };
+        let mut inner = topic.inner.lock();
+        let Some(relay) = inner.relay.as_mut() else {
+            return;
+        };
+        if relay.upstream == Upstream::Idle {
+            return;
+        }
+        warn!(topic = %name, code = code.name(), %message, "upstream rejected the topic subscription");
+        relay.clear();
+        let wake = tell_workers(&self.shared, &inner, || WorkerMsg::UpstreamError {
+            topic: topic.clone(),
+            code,
+            message: message.clone(),
+        });
+        drop(inner);
+        for worker in wake {
+            self.shared.workers[worker].wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn failover() -> Failover {
+        Failover::new(2, 100 * MS, 800 * MS)
+    }
+
+    #[test]
+    fn first_attempt_goes_to_primary_at_once() {
+        let attempt = failover().next_attempt();
+        assert_eq!(attempt.target, 0);
+        assert_eq!(attempt.ceiling, Duration::ZERO);
+    }
+
+    #[test]
+    fn failed_attempt_fails_over_to_next_upstream() {
+        let mut failover = failover();
+        failover.failed();
+        assert_eq!(failover.next_attempt().target, 1);
+    }
+
+    #[test]
+    fn failover_wraps_around_to_primary() {
+        let mut failover = failover();
+        failover.failed();
+        failover.failed();
+        assert_eq!(failover.next_attempt().target, 0);
+    }
+
+    #[test]
+    fn backoff_ceiling_doubles_up_to_max() {
+        let mut failover = failover();
+        let mut ceilings = Vec::new();
+        for _ in 0..5 {
+            failover.failed();
+            ceilings.push(failover.next_attempt().ceiling);
+        }
+        assert_eq!(ceilings, [200 * MS, 400 * MS, 800 * MS, 800 * MS, 800 * MS]);
+    }
+
+    /// Simulated time: the link is on the fallback when the fallback drops after a long
+    /// session, so the next attempt goes back to the primary with the backoff started over.
+    #[test]
+    fn loss_after_long_session_returns_to_primary() {
+        let start = Instant::now();
+        let mut failover = failover();
+        failover.failed();
+        failover.connected(start);
+        failover.lost(start + Duration::from_secs(60));
+        let attempt = failover.next_attempt();
+        assert_eq!(attempt.target, 0);
+        assert_eq!(attempt.ceiling, 100 * MS);
+    }
+
+    /// Simulated time: an upstream that drops each connection at once (as one that rejects a
+    /// relay loop does) is retried with a growing delay, not in a tight loop.
+    #[test]
+    fn short_sessions_keep_backing_off() {
+        let start = Instant::now();
+        let mut failover = failover();
+        let mut now = start;
+        for _ in 0..3 {
+            failover.connected(now);
+            now += 10 * MS;
+            failover.lost(now);
+        }
+        assert_eq!(failover.next_attempt().ceiling, 800 * MS);
+    }
+
+    #[test]
+    fn jitter_stays_within_ceiling() {
+        for _ in 0..100 {
+            assert!(jitter(50 * MS) <= 50 * MS);
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,500 @@
+//! Publish and subscribe through the real chorusd and the Rust client: start modes, resume after
+//! a restart or a crash, a `Subscriber` that reconnects, fan-out, and a subscriber that stops
+//! reading.
+
+mod util;
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chorus_client::{
+    Ack, Backoff, ClientError, Connection, ErrorCode, Event, Frame, Options, StartAt, Subscriber,
+    Topic,
+};
+use chorus_protocol::{Publish, Subscribe};
+use util::client::{
+    assert_in_order, collect_events, connect, options, padded_payload, publish_pipelined, topic,
+};
+use util::raw::RawConn;
+use util::{wait_until, Broker, TestDir};
+
+/// Comments published before each start-mode test subscribes.
+const EARLIER: u64 = 10;
+
+/// A leak guard, not a benchmark: how much the broker's resident memory may grow while a test
+/// pushes a few megabytes through it. Bounded queues keep the real growth far below this.
+const RSS_GROWTH_LIMIT: u64 = 64 * 1024 * 1024;
+
+fn payload(offset: u64) -> Vec<u8> {
+    format!("comment {offset}").into_bytes()
+}
+
+fn payloads(offsets: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    offsets.map(payload).collect()
+}
+
+/// Checks that `acks` hold consecutive offsets from `first`, all on `stream`.
+fn assert_acks(acks: &[Ack], first: u64, stream: u64) {
+    for (i, ack) in acks.iter().enumerate() {
+        assert_eq!(
+            ack.offset,
+            first + i as u64,
+            "acknowledged offset of publish {i}"
+        );
+        assert_eq!(ack.stream, stream, "stream of publish {i}");
+    }
+}
+
+#[test]
+fn subscriber_at_latest_receives_new_comments() {
+    let dir = TestDir::new();
+    let broker = Broker::start(&dir.data(), &[]);
+    let addr = broker.addr_string();
+    let topic = topic("live/final");
+
+    let mut subscriber = connect(&addr);
+    let subscribed = subscriber.subscribe(&topic, StartAt::Latest, 0).unwrap();
+    assert_eq!(subscribed.start, 0);
+
+    let mut publisher = connect(&addr);
+    let acks = publish_pipelined(&mut publisher, &topic, &payloads(0..100));
+    assert_ne!(acks[0].stream, 0, "a created topic has a nonzero stream id");
+    assert_acks(&acks, 0, acks[0].stream);
+
+    let events = collect_events(&mut subscriber, &topic, 100);
+    assert_in_order(&events, 0, payload);
+}
+
+/// Starts a broker whose topic already contains [`EARLIER`] comments, subscribes from `start`,
+/// and checks that delivery begins at `expected_first` and continues with live comments.
+fn check_start_mode(start: StartAt, expected_first: u64) {
+    let dir = TestDir::new();
+    let broker = Broker::start(&dir.data(), &[]);
+    let addr = broker.addr_string();
+    let topic = topic("event/start-modes");
+    let mut publisher = connect(&addr);
+    publish_pipelined(&mut publisher, &topic, &payloads(0..EARLIER));
+
+    let mut subscriber = connect(&addr);
+    let subscribed = subscriber.subscribe(&topic, start, 0).unwrap();
+    assert_eq!(subscribed.start, expected_first, "SUBSCRIBED start");
+    assert_eq!(subscribed.end, EARLIER, "SUBSCRIBED end");
+    let stored = collect_events(&mut subscriber, &topic, (EARLIER - expected_first) as usize);
+    assert_in_order(&stored, expected_first, payload);
+
+    publish_pipelined(&mut publisher, &topic, &payloads(EARLIER..EARLIER + 2));
+    let live = collect_events(&mut subscriber, &topic, 2);
+    assert_in_order(&live, EARLIER, payload);
+}
+
+#[test]
+fn start_at_latest_excludes_earlier_comments() {
+    check_start_mode(StartAt::Latest, EARLIER);
+}
+
+#[test]
+fn start_at_offset_delivers_from_that_offset() {
+    check_start_mode(StartAt::Offset(4), 4);
+}
+
+#[test]
+fn start_at_last_delivers_last_n_then_live() {
+    check_start_mode(StartAt::Last(3), EARLIER - 3);
+}
+
+#[test]
+fn start_at_earliest_delivers_everything() {
+    check_start_mode(StartAt::Earliest, 0);
+}
+
+#[test]
+fn offset_past_end_is_rejected_without_closing() {
+    let dir = TestDir::new();
+    let broker = Broker::start(&dir.data(), &[]);
+    let topic = topic("event/out-of-range");
+    let mut conn = connect(&broker.addr_string());
+    publish_pipelined(&mut conn, &topic, &payloads(0..EARLIER));
+
+    let result = conn.subscribe(&topic, StartAt::Offset(EARLIER + 1), 0);
+    let Err(ClientError::Server {
+        code,
+        topic: error_topic,
+        close,
+        ..
+    }) = result
+    else {
+        panic!("expected an ERROR for an offset past the end, got {result:?}");
+    };
+    assert_eq!(code, ErrorCode::OffsetOutOfRange);
+    assert!(!close, "OFFSET_OUT_OF_RANGE must not close the connection");
+    assert_eq!(error_topic, topic.as_str());
+
+    let ack = conn.publish(&topic, &payload(EARLIER)).unwrap();
+    assert_eq!(ack.offset, EARLIER);
+}
+
+/// Subscribes from `start` with the stream id the comments were published under, and checks
+/// that the stored comments `first..end` arrive, then that new publishes continue at `end`.
+fn check_resume(broker: &Broker, topic: &Topic, stream: u64, start: StartAt, first: u64) -> u64 {
+    let addr = broker.addr_string();
+    let mut subscriber = connect(&addr);
+    let subscribed = subscriber.subscribe(topic, start, stream).unwrap();
+    assert_eq!(subscribed.stream, stream, "stream id after the restart");
+    assert_eq!(subscribed.start, first, "SUBSCRIBED start");
+    let end = subscribed.end;
+
+    let stored = collect_events(&mut subscriber, topic, (end - first) as usize);
+    assert_in_order(&stored, first, payload);
+
+    let mut publisher = connect(&addr);
+    let acks = publish_pipelined(&mut publisher, topic, &payloads(end..end + 10));
+    assert_acks(&acks, end, stream);
+    let live = collect_events(&mut subscriber, topic, 10);
+    assert_in_order(&live, end, payload);
+    end
+}
+
+#[test]
+fn resume_after_restart_has_no_gap() {
+    let dir = TestDir::new();
+    let mut broker = Broker::start(&dir.data(), &[]);
+    let topic = topic("event/restart");
+    let mut publisher = connect(&broker.addr_string());
+    let acks = publish_pipelined(&mut publisher, &topic, &payloads(0..1000));
+    let stream = acks[0].stream;
+    assert_acks(&acks, 0, stream);
+    drop(publisher);
+
+    assert!(
+        broker.stop(),
+        "chorusd did not exit with status 0 after SIGTERM"
+    );
+    let broker = Broker::start(&dir.data(), &[]);
+    let end = check_resume(&broker, &topic, stream, StartAt::Offset(400), 400);
+    assert_eq!(end, 1000, "end offset after the restart");
+}
+
+#[test]
+fn crash_keeps_every_acknowledged_comment() {
+    let dir = TestDir::new();
+    let mut broker = Broker::start(&dir.data(), &[]);
+    let topic = topic("event/crash");
+    let mut publisher = connect(&broker.addr_string());
+    let acks = publish_pipelined(&mut publisher, &topic, &payloads(0..1000));
+    let stream = acks[0].stream;
+    assert_acks(&acks, 0, stream);
+
+    // More publishes are in flight when the process dies. Some of them may be stored, and
+    // whatever is stored must continue the acknowledged comments without a gap.
+    for offset in 1000..1500 {
+        publisher.send_publish(&topic, &payload(offset)).unwrap();
+    }
+    publisher.flush().unwrap();
+    broker.kill();
+
+    let broker = Broker::start(&dir.data(), &[]);
+    let end = check_resume(&broker, &topic, stream, StartAt::Earliest, 0);
+    assert!(
+        end >= 1000,
+        "acknowledged comments are missing: end is {end}"
+    );
+    assert!(
+        end <= 1500,
+        "more comments stored than published: end is {end}"
+    );
+}
+
+#[test]
+fn stop_tells_clients_the_broker_is_shutting_down() {
+    let dir = TestDir::new();
+    let mut broker = Broker::start(&dir.data(), &[]);
+    let mut conn = RawConn::connect(broker.addr);
+    conn.handshake();
+
+    assert!(
+        broker.stop(),
+        "chorusd did not exit with status 0 after SIGTERM"
+    );
+    conn.expect_close_error(ErrorCode::ShuttingDown);
+}
+
+/// A client may send its publishes and then close its sending half, as `nc -N` or a batch
+/// import does. The broker can still write, and every PUBLISH gets exactly one PUBLISH_ACK,
+/// so the acknowledgements must arrive before the broker closes its side.
+#[test]
+fn half_closed_publisher_still_gets_acks() {
+    let dir = TestDir::new();
+    let broker = Broker::start(&dir.data(), &[]);
+    let topic = topic("event/half-closed");
+    let mut conn = RawConn::connect(broker.addr);
+    conn.handshake();
+
+    let mut bytes = Vec::new();
+    for seq in 1..=3 {
+        let publish = Publish {
+            seq,
+            topic: topic.clone(),
+            payload: payload(seq).into(),
+        };
+        bytes.extend_from_slice(&Frame::Publish(publish).to_bytes());
+    }
+    conn.send(&bytes);
+    conn.stream().shutdown(Shutdown::Write).unwrap();
+
+    for seq in 1..=3 {
+        let frame = conn.read_frame();
+        let Frame::PublishAck(ack) = frame else {
+            panic!("expected PUBLISH_ACK {seq}, got {frame:?}");
+        };
+        assert_eq!(ack.seq, seq);
+        assert_eq!(ack.code, ErrorCode::Ok);
+    }
+    conn.expect_eof();
+}
+
+/// Publishes one comment at a time until `stop` is set, reconnecting whenever the broker goes
+/// away. Returns the acknowledged comments as (offset, payload).
+fn publish_until_stopped(
+    addr: String,
+    topic: Topic,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> Vec<(u64, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stored = Vec::new();
+    let mut conn: Option<Connection> = None;
+    let mut attempt = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        assert!(Instant::now() < deadline, "publisher ran past its deadline");
+        let Some(current) = conn.as_mut() else {
+            conn = Connection::connect(&addr, &options()).ok();
+            if conn.is_none() {
+                thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        };
+        // Every attempt has its own payload, so a publish that was stored but whose
+        // acknowledgement was lost in the restart cannot be mistaken for a later one.
+        let payload = format!("attempt {attempt}").into_bytes();
+        attempt += 1;
+        match current.publish(&topic, &payload) {
+            Ok(ack) => {
+                stored.push((ack.offset, payload));
+                acked.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => conn = None,
+        }
+    }
+    stored
+}
+
+/// Reads the subscriber until a comment with `marker` as payload arrives.
+fn read_until_marker(mut subscriber: Subscriber, marker: &[u8]) -> (Subscriber, Vec<Event>) {
+    let mut events = Vec::new();
+    loop {
+        let event = subscriber.next_event().expect("subscriber failed");
+        let done = event.payload.as_ref() == marker;
+        events.push(event);
+        if done {
+            return (subscriber, events);
+        }
+        assert!(events.len() < 1_000_000, "marker never arrived");
+    }
+}
+
+#[test]
+fn subscriber_reconnects_across_restart_without_gap() {
+    let dir = TestDir::new();
+    let mut broker = Broker::start(&dir.data(), &[]);
+    let addr = broker.addr_string();
+    let topic = topic("event/reconnect");
+    // The topic exists before the subscriber connects, so it has a stream id from the start.
+    connect(&addr).publish(&topic, b"first").unwrap();
+
+    let subscriber_options = Options {
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            max_attempts: Some(200),
+        },
+        ..options()
+    };
+    let subscriber =
+        Subscriber::connect(&addr, topic.clone(), StartAt::Earliest, subscriber_options).unwrap();
+    let stream = subscriber.stream();
+    let marker = b"last comment".to_vec();
+    let reader = {
+        let marker = marker.clone();
+        thread::spawn(move || read_until_marker(subscriber, &marker))
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (addr, topic, stop, acked) = (addr.clone(), topic.clone(), stop.clone(), acked.clone());
+        thread::spawn(move || publish_until_stopped(addr, topic, stop, acked))
+    };
+
+    let enough = |count: usize| {
+        wait_until(Duration::from_secs(30), || {
+            acked.load(Ordering::Acquire) >= count
+        })
+    };
+    assert!(enough(50), "publisher made no progress before the restart");
+    assert!(
+        broker.stop(),
+        "chorusd did not exit with status 0 after SIGTERM"
+    );
+    let before_restart = acked.load(Ordering::Acquire);
+    let broker = Broker::restart_on(&dir.data(), &addr, &[]);
+    assert!(
+        enough(before_restart + 50),
+        "publisher made no progress after the restart"
+    );
+    stop.store(true, Ordering::Release);
+    let published = publisher.join().unwrap();
+
+    let last = connect(&broker.addr_string())
+        .publish(&topic, &marker)
+        .unwrap();
+    let (subscriber, events) = reader.join().unwrap();
+
+    assert!(
+        subscriber.reconnects() >= 1,
+        "the subscriber never reconnected"
+    );
+    assert_eq!(subscriber.stream(), stream, "stream id after the restart");
+    assert_eq!(
+        events.len() as u64,
+        last.offset + 1,
+        "number of comments received"
+    );
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.offset, i as u64, "offset of comment number {i}");
+    }
+    for (offset, payload) in &published {
+        let received = &events[*offset as usize].payload;
+        assert_eq!(
+            received.as_ref(),
+            payload.as_slice(),
+            "payload at offset {offset}"
+        );
+    }
+}
+
+#[test]
+fn fan_out_delivers_every_comment_to_every_subscriber() {
+    const SUBSCRIBERS: usize = 10;
+    const PUBLISHERS: u64 = 2;
+    const PER_PUBLISHER: u64 = 5_000;
+    const TOTAL: usize = (PUBLISHERS * PER_PUBLISHER) as usize;
+
+    let dir = TestDir::new();
+    let broker = Broker::start(&dir.data(), &[]);
+    let addr = broker.addr_string();
+    let topic = topic("event/fan-out");
+
+    let readers: Vec<_> = (0..SUBSCRIBERS)
+        .map(|_| {
+            let mut conn = connect(&addr);
+            let subscribed = conn.subscribe(&topic, StartAt::Latest, 0).unwrap();
+            assert_eq!(subscribed.start, 0);
+            let topic = topic.clone();
+            thread::spawn(move || collect_events(&mut conn, &topic, TOTAL))
+        })
+        .collect();
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (addr, topic) = (addr.clone(), topic.clone());
+            thread::spawn(move || {
+                let sent: Vec<Vec<u8>> = (0..PER_PUBLISHER)
+                    .map(|i| format!("publisher {p} comment {i}").into_bytes())
+                    .collect();
+                let acks = publish_pipelined(&mut connect(&addr), &topic, &sent);
+                acks.into_iter()
+                    .map(|a| a.offset)
+                    .zip(sent)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut by_offset: HashMap<u64, Vec<u8>> = HashMap::new();
+    for publisher in publishers {
+        by_offset.extend(publisher.join().unwrap());
+    }
+    assert_eq!(by_offset.len(), TOTAL, "distinct offsets acknowledged");
+
+    for reader in readers {
+        let events = reader.join().unwrap();
+        assert_in_order(&events, 0, |offset| by_offset[&offset].clone());
+    }
+}
+
+#[test]
+fn slow_subscriber_catches_up_from_the_log() {
+    const COMMENTS: u64 = 20_000;
+    const PAYLOAD_LEN: usize = 200;
+
+    let dir = TestDir::new();
+    let config =
+        dir.write_config("[limits]\noutbound_queue_bytes = 262144\nmax_batch_bytes = 65536\n");
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let addr = broker.addr_string();
+    let topic = topic("event/slow");
+    let sent: Vec<Vec<u8>> = (0..COMMENTS)
+        .map(|i| padded_payload(&format!("comment {i} "), PAYLOAD_LEN))
+        .collect();
+
+    // The slow subscriber subscribes, then reads nothing until every comment is published. Its
+    // small receive buffer makes the broker's queue for it fill early.
+    let mut slow = RawConn::connect_with_recv_buffer(broker.addr, 16 * 1024);
+    slow.handshake();
+    slow.send_frame(&Frame::Subscribe(Subscribe {
+        topic: topic.clone(),
+        start: StartAt::Latest,
+        stream: 0,
+    }));
+    match slow.read_frame() {
+        Frame::Subscribed(subscribed) => assert_eq!(subscribed.start, 0),
+        other => panic!("expected SUBSCRIBED, got {other:?}"),
+    }
+
+    let mut fast = connect(&addr);
+    fast.subscribe(&topic, StartAt::Latest, 0).unwrap();
+    let fast_reader = {
+        let topic = topic.clone();
+        thread::spawn(move || collect_events(&mut fast, &topic, COMMENTS as usize))
+    };
+
+    let rss_before = broker.rss_bytes();
+    publish_pipelined(&mut connect(&addr), &topic, &sent);
+    let fast_events = fast_reader.join().unwrap();
+    assert_in_order(&fast_events, 0, |offset| sent[offset as usize].clone());
+    let rss_after = broker.rss_bytes();
+    assert!(
+        rss_after < rss_before + RSS_GROWTH_LIMIT,
+        "chorusd grew from {rss_before} to {rss_after} bytes of resident memory"
+    );
+
+    let mut slow_events = Vec::with_capacity(COMMENTS as usize);
+    while slow_events.len() < COMMENTS as usize {
+        match slow.read_frame() {
+            Frame::Events(batch) => {
+                assert_eq!(batch.topic(), &topic, "EVENTS topic");
+                slow_events.extend(batch.iter());
+            }
+            other => panic!("expected EVENTS, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        slow_events.len(),
+        COMMENTS as usize,
+        "comments received by the slow subscriber"
+    );
+    assert_in_order(&slow_events, 0, |offset| sent[offset as usize].clone());
+}

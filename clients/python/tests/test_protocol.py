@@ -1,0 +1,340 @@
+"""Unit and property tests of the codec beyond the shared vectors."""
+
+from __future__ import annotations
+
+import zlib
+from typing import List
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chorus.protocol import (
+    DEFAULT_MAX_FRAME,
+    PREAMBLE,
+    U64_MAX,
+    BadCrc,
+    BadPreamble,
+    Earliest,
+    ErrorCode,
+    ErrorFrame,
+    Event,
+    Events,
+    Frame,
+    FrameDecoder,
+    FrameTooLarge,
+    Hello,
+    InvalidTopic,
+    Last,
+    Latest,
+    MalformedFrame,
+    Offset,
+    Ping,
+    Pong,
+    ProtocolError,
+    Publish,
+    PublishAck,
+    Since,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Welcome,
+    decode_frame,
+    encode,
+    error_code,
+    is_valid_topic,
+    validate_topic,
+)
+
+
+def test_crc_is_crc32_ieee() -> None:
+    assert zlib.crc32(b"123456789") == 0xCBF43926
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["live", "event/2026-final", "a/b/c.d_e-f", "x" * 64, "/".join(["y" * 63] * 4)],
+)
+def test_topic_accepts(name: str) -> None:
+    assert validate_topic(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "a/.b",
+        "/abs",
+        "a/",
+        "a//b",
+        "a b",
+        "a+b",
+        "a\\b",
+        "café",
+        "x" * 65,
+        "/".join(["y" * 64] * 4),
+        "\ud800",
+    ],
+)
+def test_topic_rejects(name: str) -> None:
+    with pytest.raises(InvalidTopic):
+        validate_topic(name)
+
+
+def test_topic_rejects_non_str() -> None:
+    assert not is_valid_topic(b"live")  # type: ignore[arg-type]
+
+
+def test_invalid_topic_has_spec_code() -> None:
+    with pytest.raises(InvalidTopic) as raised:
+        validate_topic("../x")
+    assert raised.value.code == ErrorCode.INVALID_TOPIC
+
+
+def test_encode_keeps_u64_max() -> None:
+    frame = Subscribed("t", U64_MAX, U64_MAX, U64_MAX, U64_MAX)
+    assert decode_frame(encode(frame))[0] == frame
+
+
+@pytest.mark.parametrize("value", [-1, U64_MAX + 1, 2**70])
+def test_encode_rejects_u64_out_of_range(value: int) -> None:
+    with pytest.raises(MalformedFrame):
+        encode(Ping(value))
+
+
+def test_encode_rejects_non_integer() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(Ping(1.5))  # type: ignore[arg-type]
+
+
+def test_encode_rejects_long_str8() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(Hello(1, DEFAULT_MAX_FRAME, "n" * 256, ""))
+
+
+def test_encode_rejects_long_str16() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(ErrorFrame(ErrorCode.TIMEOUT, True, "", "m" * 65_536))
+
+
+def test_encode_rejects_lone_surrogate() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(Hello(1, DEFAULT_MAX_FRAME, "\udc80", ""))
+
+
+def test_encode_rejects_invalid_topic() -> None:
+    with pytest.raises(InvalidTopic):
+        encode(Publish(1, "../x", b""))
+
+
+def test_encode_rejects_unordered_events() -> None:
+    entries = [Event(5, 0, 0, "", b""), Event(5, 0, 0, "", b"")]
+    with pytest.raises(MalformedFrame):
+        encode(Events("t", 1, entries))
+
+
+def test_encode_rejects_non_frame() -> None:
+    with pytest.raises(MalformedFrame):
+        encode("PING")  # type: ignore[arg-type]
+
+
+def test_unknown_error_code_stays_int() -> None:
+    frame = ErrorFrame(999, False, "t", "?")
+    decoded = decode_frame(encode(frame))[0]
+    assert isinstance(decoded, ErrorFrame)
+    assert decoded.code == 999
+    assert not isinstance(decoded.code, ErrorCode)
+
+
+def test_known_error_code_becomes_member() -> None:
+    assert error_code(12) is ErrorCode.SLOW_CONSUMER
+
+
+def test_events_compare_equal_from_list_or_tuple() -> None:
+    entry = Event(1, 2, 0, "p", b"x")
+    assert Events("t", 1, [entry]) == Events("t", 1, (entry,))
+
+
+def test_decoder_error_is_sticky() -> None:
+    data = bytearray(encode(Ping(1)))
+    data[-1] ^= 1
+    decoder = FrameDecoder()
+    decoder.feed(bytes(data))
+    with pytest.raises(BadCrc):
+        decoder.next_frame()
+    with pytest.raises(BadCrc):
+        decoder.feed(encode(Ping(2)))
+    with pytest.raises(BadCrc):
+        decoder.next_frame()
+
+
+def test_decoder_does_not_buffer_oversized_frame() -> None:
+    decoder = FrameDecoder(max_frame=64)
+    decoder.feed((65).to_bytes(4, "big") + b"\x09\x00\x00\x00" + bytes(1000))
+    decoder.feed(bytes(1000))
+    assert decoder.buffered == 4
+
+
+def test_decoder_rejects_oversized_after_length_bytes() -> None:
+    decoder = FrameDecoder(max_frame=64)
+    decoder.feed((65).to_bytes(4, "big"))
+    with pytest.raises(FrameTooLarge):
+        decoder.next_frame()
+
+
+def test_decoder_returns_frames_before_oversized_one() -> None:
+    decoder = FrameDecoder(max_frame=64)
+    decoder.feed(encode(Ping(7)) + (1000).to_bytes(4, "big"))
+    assert decoder.next_frame() == Ping(7)
+    with pytest.raises(FrameTooLarge):
+        decoder.next_frame()
+
+
+def test_decoder_accepts_body_of_exactly_max() -> None:
+    decoder = FrameDecoder(max_frame=8)
+    decoder.feed(encode(Pong(3)))
+    assert decoder.next_frame() == Pong(3)
+
+
+def test_decoder_reads_preamble_then_frames() -> None:
+    decoder = FrameDecoder(expect_preamble=True)
+    decoder.feed(PREAMBLE + encode(Ping(9)))
+    assert decoder.next_frame() == Ping(9)
+    assert decoder.version == 1
+
+
+def test_decoder_rejects_frame_without_preamble() -> None:
+    decoder = FrameDecoder(expect_preamble=True)
+    decoder.feed(encode(Ping(9)))
+    with pytest.raises(BadPreamble):
+        decoder.next_frame()
+
+
+def test_decoder_clean_end_between_frames() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode(Ping(1)))
+    assert list(decoder) == [Ping(1)]
+    decoder.end_of_stream()
+
+
+def test_decoder_handles_many_frames_across_compaction() -> None:
+    frames: List[Frame] = [Publish(i, "t", bytes(100)) for i in range(2000)]
+    data = b"".join(encode(f) for f in frames)
+    decoder = FrameDecoder()
+    decoded: List[Frame] = []
+    for i in range(0, len(data), 4093):
+        decoder.feed(data[i : i + 4093])
+        decoded.extend(decoder)
+    assert decoded == frames
+
+
+# Property tests: random frames round-trip, and random or damaged bytes raise only
+# ProtocolError subclasses.
+
+u64 = st.integers(0, U64_MAX)
+u32 = st.integers(0, 2**32 - 1)
+u16 = st.integers(0, 2**16 - 1)
+segment = st.from_regex(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+topics = st.lists(segment, min_size=1, max_size=4).map("/".join)
+text8 = st.text(max_size=40)
+start_at = st.one_of(
+    st.just(Latest()),
+    st.just(Earliest()),
+    u64.map(Offset),
+    u64.map(Last),
+    u64.map(Since),
+)
+
+
+@st.composite
+def event_batches(draw: st.DrawFn) -> Events:
+    offsets = sorted(draw(st.sets(u64, max_size=5)))
+    entries = [
+        Event(o, draw(u64), draw(st.integers(0, 255)), draw(text8), draw(st.binary(max_size=50)))
+        for o in offsets
+    ]
+    return Events(draw(topics), draw(u64), entries)
+
+
+frames = st.one_of(
+    st.builds(Hello, u16, u32, text8, st.text(max_size=300)),
+    st.builds(Welcome, u16, u32, text8, u32, u32),
+    st.builds(Subscribe, topics, start_at, u64),
+    st.builds(Subscribed, topics, u64, u64, u64, u64),
+    st.builds(Unsubscribe, topics),
+    st.builds(Publish, u64, topics, st.binary(max_size=200)),
+    st.builds(PublishAck, u64, u16.map(error_code), u64, u64),
+    event_batches(),
+    st.builds(Ping, u64),
+    st.builds(Pong, u64),
+    st.builds(ErrorFrame, u16.map(error_code), st.booleans(), text8, st.text(max_size=300)),
+)
+
+
+@given(frames)
+def test_any_frame_round_trips(frame: Frame) -> None:
+    data = encode(frame)
+    assert decode_frame(data, max_frame=len(data)) == (frame, len(data))
+
+
+@given(st.lists(frames, min_size=1, max_size=5), st.integers(1, 64))
+def test_frame_stream_round_trips_in_pieces(sent: List[Frame], piece: int) -> None:
+    data = b"".join(encode(f) for f in sent)
+    decoder = FrameDecoder()
+    received: List[Frame] = []
+    for i in range(0, len(data), piece):
+        decoder.feed(data[i : i + piece])
+        received.extend(decoder)
+    assert received == sent
+
+
+def drain(decoder: FrameDecoder, data: bytes, piece: int) -> None:
+    for i in range(0, len(data), piece):
+        decoder.feed(data[i : i + piece])
+        for _ in decoder:
+            pass
+    decoder.end_of_stream()
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.integers(1, 32), st.booleans())
+def test_random_bytes_raise_only_protocol_errors(data: bytes, piece: int, preamble: bool) -> None:
+    decoder = FrameDecoder(max_frame=256, expect_preamble=preamble)
+    try:
+        drain(decoder, data, piece)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300)
+@given(frames, st.data())
+def test_damaged_frames_raise_only_protocol_errors(frame: Frame, data: st.DataObject) -> None:
+    raw = bytearray(encode(frame))
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(0, len(raw) - 1))
+        raw[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    decoder = FrameDecoder()
+    try:
+        drain(decoder, bytes(raw[:cut]), 7)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300)
+@given(frames, st.data())
+def test_damaged_body_with_valid_crc(frame: Frame, data: st.DataObject) -> None:
+    # Fixing the CRC after the damage gets the bytes past the CRC check into the field parsers.
+    raw = bytearray(encode(frame))
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(4, len(raw) - 1))
+        raw[index] = data.draw(st.integers(0, 255))
+    raw[8:12] = zlib.crc32(bytes(raw[12:]), zlib.crc32(bytes(raw[:8]))).to_bytes(4, "big")
+    decoder = FrameDecoder()
+    try:
+        drain(decoder, bytes(raw), len(raw))
+    except ProtocolError:
+        pass
