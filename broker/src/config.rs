@@ -8,6 +8,7 @@ use chorus_protocol::Topic;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminConfig;
+pub use crate::auth::AuthConfig;
 pub use crate::relay::config::{ClusterConfig, RelayConfig, RelayTlsConfig, Role};
 use crate::storage::{FsyncPolicy, LogConfig, TopicPattern};
 use crate::tls::TlsConfig;
@@ -40,6 +41,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Topic map over several origins.
     pub cluster: ClusterConfig,
+    /// Client authentication with tokens.
+    pub auth: AuthConfig,
 }
 
 /// WebSocket listener settings. The listener carries the same protocol frames as the TCP
@@ -83,8 +86,9 @@ pub struct Limits {
     pub max_batch_bytes: usize,
     /// Milliseconds a new connection has to send its preamble and HELLO.
     pub hello_timeout_ms: u64,
-    /// Milliseconds of silence after which a connection is closed; the broker sends a PING
-    /// after half of it. 0 disables the check.
+    /// Milliseconds without a complete frame after which a connection is closed; the broker
+    /// sends a PING after half of it. A client that trickles a frame byte by byte counts as
+    /// silent. 0 disables the check.
     pub idle_timeout_ms: u64,
 }
 
@@ -190,6 +194,7 @@ impl Default for Config {
             node_id: String::new(),
             relay: RelayConfig::default(),
             cluster: ClusterConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -338,6 +343,7 @@ impl Config {
         }
         self.storage.validate()?;
         self.admin.validate()?;
+        self.auth.validate()?;
         self.validate_tree()?;
         Ok(())
     }

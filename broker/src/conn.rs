@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::auth::Session;
 use crate::topics::TopicState;
 use crate::transport::Transport;
 
@@ -69,6 +70,10 @@ pub(crate) struct Conn {
     pub(crate) read_paused: bool,
     /// Publishes read from this connection whose acknowledgement waits for a commit.
     pub(crate) pending_acks: usize,
+    /// Set once a closing connection's sending side is shut; its input is then discarded.
+    pub(crate) write_shut: bool,
+    /// What the connection may do, set by its HELLO.
+    pub(crate) session: Session,
 }
 
 impl Conn {
@@ -87,7 +92,9 @@ impl Conn {
             read_closed: false,
             read_paused: false,
             pending_acks: 0,
+            write_shut: false,
             client_name: String::new(),
+            session: Session::Open,
         }
     }
 

@@ -43,7 +43,15 @@ impl Worker {
                 Phase::Hello | Phase::Ready => Decoder::new(max_frame).decode(&mut conn.read_buf),
             };
             match decoded {
-                Ok(Some(frame)) => self.on_frame(token, frame),
+                Ok(Some(frame)) => {
+                    // Only whole frames count as traffic for the idle timeout, so a client
+                    // that sends a frame one byte at a time cannot hold a connection open.
+                    if let Some(conn) = self.conn_mut(token) {
+                        conn.last_read = Instant::now();
+                        conn.ping_sent = false;
+                    }
+                    self.on_frame(token, frame)
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.on_decode_error(token, e);

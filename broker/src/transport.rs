@@ -287,6 +287,16 @@ impl Transport {
         }
     }
 
+    /// Ends the sending side after a clean close, so the peer reads everything queued before
+    /// the end of the stream while the broker keeps reading and discarding its input.
+    pub(crate) fn shutdown_write(&mut self) {
+        self.close();
+        if let Some(socket) = self.socket() {
+            // Best effort: a socket the peer already reset is dropped at the deadline anyway.
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
     /// Starts a clean close where the transport has one (a WebSocket Close message).
     pub(crate) fn close(&mut self) {
         // Best effort: the socket is dropped right after, whatever happens here.

@@ -274,7 +274,13 @@ impl Worker {
             else {
                 return;
             };
-            if conn.phase == Phase::Closing || conn.read_closed {
+            if conn.read_closed {
+                return;
+            }
+            if conn.phase == Phase::Closing {
+                if conn.write_shut {
+                    self.discard_input(token);
+                }
                 return;
             }
             // Acknowledgements still waiting for their commit count too: they join the queue at
@@ -293,11 +299,7 @@ impl Worker {
                     self.on_peer_closed(token);
                     return;
                 }
-                Ok(ReadOutcome::Data(n)) => {
-                    conn.last_read = Instant::now();
-                    conn.ping_sent = false;
-                    total += n;
-                }
+                Ok(ReadOutcome::Data(n)) => total += n,
                 Ok(ReadOutcome::WouldBlock) => return,
                 Err(TransportError::TooLarge(e)) => {
                     self.fail_conn(token, ErrorCode::FrameTooLarge, e);
@@ -321,6 +323,33 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Reads and drops what a closing peer still sends, and closes once it is done.
+    fn discard_input(&mut self, token: Token) {
+        let mut total = 0;
+        while total < READ_BUDGET {
+            let Some(conn) = token
+                .0
+                .checked_sub(FIRST_CONN)
+                .and_then(|index| self.conns.get_mut(index))
+            else {
+                return;
+            };
+            conn.read_buf.clear();
+            match conn
+                .transport
+                .read(&mut self.read_chunk, &mut conn.read_buf)
+            {
+                Ok(ReadOutcome::Data(n)) => total += n,
+                Ok(ReadOutcome::WouldBlock) => return,
+                Ok(ReadOutcome::Closed) | Err(_) => {
+                    self.close_conn(token);
+                    return;
+                }
+            }
+        }
+        self.more_to_read.push(token);
     }
 
     /// Handles a clean close by the peer: a partial frame left behind is reported.
@@ -437,7 +466,19 @@ impl Worker {
                 continue;
             };
             match conn.transport.write(&mut conn.out) {
-                Ok(true) if conn.phase == Phase::Closing => self.close_conn(token),
+                Ok(true) if conn.phase == Phase::Closing && conn.read_closed => {
+                    self.close_conn(token)
+                }
+                Ok(true) if conn.phase == Phase::Closing => {
+                    // Closing a socket with unread input makes the kernel send a reset, which can
+                    // destroy the ERROR before the peer reads it. So the sending side is shut
+                    // first and the input drained until the peer closes or the grace ends.
+                    if !conn.write_shut {
+                        conn.write_shut = true;
+                        conn.transport.shutdown_write();
+                        self.more_to_read.push(token);
+                    }
+                }
                 Ok(true) if conn.read_closed && conn.pending_acks == 0 => self.close_conn(token),
                 Ok(_) => {
                     if conn.read_paused && conn.out.bytes() < limit {

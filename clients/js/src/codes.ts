@@ -23,6 +23,9 @@ export const ErrorCode = {
   TOPIC_NOT_FOUND: 17,
   WRONG_ORIGIN: 18,
   UPSTREAM_UNAVAILABLE: 19,
+  UNAUTHENTICATED: 20,
+  TOKEN_EXPIRED: 21,
+  FORBIDDEN: 22,
 } as const;
 
 /** Name of an error code that version 1 defines, such as `"SLOW_CONSUMER"`. */

@@ -34,6 +34,9 @@ class ErrorCode(enum.IntEnum):
     TOPIC_NOT_FOUND = 17
     WRONG_ORIGIN = 18
     UPSTREAM_UNAVAILABLE = 19
+    UNAUTHENTICATED = 20
+    TOKEN_EXPIRED = 21
+    FORBIDDEN = 22
 
 
 #: An error code as decoded from the wire: a named member, or the plain value of an unknown code.
