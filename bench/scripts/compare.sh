@@ -13,8 +13,11 @@
 # Mosquitto runs the fanout workloads at MQTT QoS 0 and QoS 1.
 #
 # Usage: bench/scripts/compare.sh [--out DIR] [--brokers "chorus nats redis mosquitto"]
+#            [--workloads "fanout-max fanout-lag fanout-rate idle"] [--rounds N]
 #            [--duration SECS] [--subscribers N] [--rate PER_SEC] [--idle N]
 #            [--no-install] [--no-build]
+# With --rounds N above 1, every broker runs every workload once per round, in turn, and the
+# result files end in -rROUND.
 # Needs root for apt-get unless --no-install is given and the brokers are installed.
 
 set -euo pipefail
@@ -23,6 +26,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 . "$repo/bench/scripts/lib.sh"
 out="$repo/bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)"
 brokers="chorus nats redis mosquitto"
+workloads="fanout-max fanout-lag fanout-rate idle"
+rounds=1
 duration=10
 subscribers=100
 rate=5000
@@ -34,6 +39,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
         --brokers) brokers=$2; shift 2 ;;
+        --workloads) workloads=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --subscribers) subscribers=$2; shift 2 ;;
         --rate) rate=$2; shift 2 ;;
@@ -153,21 +160,34 @@ run_one() {
     sleep 2
 }
 
+# Returns whether the workload is among those selected.
+selected() {
+    [[ " $workloads " == *" $1 "* ]]
+}
+
 run_broker() {
-    local name=$1
+    local name=$1 tag=$2
     local qos_levels=("")
     if [ "$name" = mosquitto ]; then qos_levels=("--mqtt-qos 0" "--mqtt-qos 1"); fi
     for qos in "${qos_levels[@]}"; do
         local suffix=""
         if [ -n "$qos" ]; then suffix="-qos${qos##* }"; fi
-        run_one "$name" "fanout-max$suffix" "$qos" fanout --subscribers "$subscribers" \
-            --rate max --duration "$duration" --drain-timeout 20
-        run_one "$name" "fanout-lag$suffix" "$qos" fanout --subscribers "$subscribers" \
-            --rate max --max-lag 1000 --duration "$duration" --drain-timeout 10
-        run_one "$name" "fanout-rate$suffix" "$qos" fanout --subscribers "$subscribers" \
-            --rate "$rate" --duration "$duration" --drain-timeout 10
+        if selected fanout-max; then
+            run_one "$name" "fanout-max$suffix$tag" "$qos" fanout --subscribers "$subscribers" \
+                --rate max --duration "$duration" --drain-timeout 20
+        fi
+        if selected fanout-lag; then
+            run_one "$name" "fanout-lag$suffix$tag" "$qos" fanout --subscribers "$subscribers" \
+                --rate max --max-lag 1000 --duration "$duration" --drain-timeout 10
+        fi
+        if selected fanout-rate; then
+            run_one "$name" "fanout-rate$suffix$tag" "$qos" fanout --subscribers "$subscribers" \
+                --rate "$rate" --duration "$duration" --drain-timeout 10
+        fi
     done
-    run_one "$name" idle "" idle --connections "$idle" --hold 5
+    if selected idle; then
+        run_one "$name" "idle$tag" "" idle --connections "$idle" --hold 5
+    fi
 }
 
 record_machine() {
@@ -190,12 +210,12 @@ summarize() {
             echo
             echo "## $kind"
             echo
-            echo "| broker | published/s | delivered/s | deliver ms p50 / p95 / p99 / max | ack ms p50 / p99 | losses | duplicates | broker CPU s | broker CPU ns per delivery | broker peak RSS MiB |"
+            echo "| run | published/s | delivered/s | deliver ms p50 / p95 / p99 / max | ack ms p50 / p99 | losses | duplicates | broker CPU s | broker CPU ns per delivery | broker peak RSS MiB |"
             echo "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
             for file in "$out"/*-"$kind"*.json; do
                 [ -e "$file" ] || continue
                 jq -r '[
-                    (.broker + (if .mqtt_qos == null then "" else " QoS \(.mqtt_qos)" end)),
+                    (input_filename | split("/") | last | rtrimstr(".json")),
                     .published_per_sec, .delivered_per_sec,
                     "\(.publish_deliver_ms.p50) / \(.publish_deliver_ms.p95) / \(.publish_deliver_ms.p99) / \(.publish_deliver_ms.max)",
                     (if .publish_ack_ms == null then "none" else "\(.publish_ack_ms.p50) / \(.publish_ack_ms.p99)" end),
@@ -210,12 +230,13 @@ summarize() {
         echo
         echo "## idle"
         echo
-        echo "| broker | established | ramp s | RSS before MiB | RSS connected MiB | bytes per connection | after hold | kernel TCP KiB | pings answered |"
+        echo "| run | established | ramp s | RSS before MiB | RSS connected MiB | bytes per connection | after hold | kernel TCP KiB | pings answered |"
         echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        for file in "$out"/*-idle.json; do
+        for file in "$out"/*-idle*.json; do
             [ -e "$file" ] || continue
             jq -r '[
-                .broker, .established, .ramp_secs,
+                (input_filename | split("/") | last | rtrimstr(".json")),
+                .established, .ramp_secs,
                 ((.broker_rss_before_kib // 0) / 1024 | floor),
                 ((.broker_rss_connected_kib // 0) / 1024 | floor),
                 .bytes_per_connection, .bytes_per_connection_held,
@@ -237,12 +258,16 @@ main() {
     command -v jq >/dev/null || { log "jq is needed for the summary (apt-get install jq)"; exit 2; }
     mkdir -p "$out"
     record_machine
-    for name in $brokers; do
-        if ! available "$name"; then
-            log "$name is not installed; skipped"
-            continue
-        fi
-        run_broker "$name"
+    for round in $(seq "$rounds"); do
+        local tag=""
+        if [ "$rounds" -gt 1 ]; then tag="-r$round"; fi
+        for name in $brokers; do
+            if ! available "$name"; then
+                log "$name is not installed; skipped"
+                continue
+            fi
+            run_broker "$name" "$tag"
+        done
     done
     summarize
     log "results in $out"

@@ -46,7 +46,7 @@ start_chorusd() {
 machine_record() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "cores: $(nproc)"
-    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
+    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
     echo "memory: $(free -m | awk '/^Mem:/ {print $2 " MiB"}')"
     echo "kernel: $(uname -r)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -4,7 +4,7 @@
 # With hardware counters (perf stat -e instructions works), `perf record -g` samples the default
 # event. Without them, as in most virtual machines, it runs `valgrind --tool=callgrind` on a
 # short fixed-rate run (user-space instructions only), and also samples with perf's cpu-clock
-# software event when perf is installed, which sees kernel time too.
+# software event when perf is installed, which includes time in the kernel.
 #
 # Usage: bench/scripts/profile.sh [--out DIR] [--no-build]
 
@@ -45,6 +45,7 @@ perf_profile() {
     local name=$1
     shift
     start_chorusd "$bin" "$port" "$admin_port" "$work/$name" || return 1
+
     perf record "$@" -g -p "$chorusd_pid" -o "$work/$name.data" >"$work/$name.log" 2>&1 &
     sampler_pid=$!
     sleep 1
@@ -55,21 +56,22 @@ perf_profile() {
     sampler_pid=""
     stop_pid "$chorusd_pid"
     chorusd_pid=""
+
     {
         echo "# perf record $* -g -p <chorusd>, during:"
         echo "# chorus-bench fanout --subscribers 100 --rate max --max-lag 1000 --duration 10"
         echo
         echo "## by shared object"
         perf report -i "$work/$name.data" --no-children --stdio --sort dso 2>/dev/null |
-            grep -E '^ +[0-9]' | head -n 6
+            grep -E '^ +[0-9.]+%' | sed -n '1,6p'
         echo
         echo "## self time by symbol"
         perf report -i "$work/$name.data" --no-children --stdio --sort symbol 2>/dev/null |
-            grep -E '^ +[0-9]' | head -n 25 | sed 's/ *- *- *$//'
+            grep -E '^ +[0-9.]+%' | sed -n '1,25p' | sed 's/ *- *- *$//'
         echo
         echo "## inclusive time by symbol"
         perf report -i "$work/$name.data" --children --stdio --sort symbol -g none 2>/dev/null |
-            grep -E '^ +[0-9]' | head -n 30 | sed 's/ *- *- *$//'
+            grep -E '^ +[0-9.]+%' | sed -n '1,30p' | sed 's/ *- *- *$//'
     } >"$out/$name.txt"
     cat "$out/$name.txt"
 }
@@ -113,7 +115,9 @@ mkdir -p "$out" "$bin"
 cp "$repo/target/release/chorusd" "$repo/target/release/chorus-bench" "$bin/"
 machine_record >"$out/machine.txt"
 
-if command -v perf >/dev/null && perf stat -e instructions true 2>&1 | grep -q '[0-9] *instructions'; then
+counters=""
+if command -v perf >/dev/null; then counters=$(perf stat -e instructions true 2>&1 || true); fi
+if grep -q '[0-9] *instructions' <<<"$counters"; then
     perf_profile perf-cycles
 else
     log "no hardware counters here (perf stat -e instructions is not supported)"

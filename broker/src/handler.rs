@@ -11,9 +11,10 @@ use chorus_protocol::{
 use mio::Token;
 use tracing::{debug, error};
 
+use crate::auth::{unix_now_s, Denial, Session};
 use crate::conn::{Delivery, Phase, Subscription};
 use crate::topics::{Position, TopicState};
-use crate::worker::{PendingAck, Worker};
+use crate::worker::{PendingAck, Worker, FIRST_CONN};
 
 /// Bytes an EVENTS frame takes beyond its entries at most: header, longest topic, stream id and
 /// count.
@@ -124,6 +125,13 @@ impl Worker {
             max_payload: limits.max_payload,
             idle_timeout_ms: u32::try_from(limits.idle_timeout_ms).unwrap_or(u32::MAX),
         });
+        let session = match self.open_session(&hello.token) {
+            Ok(session) => session,
+            Err(message) => {
+                self.fail_conn(token, ErrorCode::Unauthenticated, message);
+                return;
+            }
+        };
         let conn_id = self
             .conn_mut(token)
             .expect("caller checked the connection exists")
@@ -136,9 +144,25 @@ impl Worker {
             .conn_mut(token)
             .expect("caller checked the connection exists");
         conn.phase = Phase::Ready;
-        debug!(conn = conn.id, peer = %conn.peer, client = %hello.client_name, "session opened");
+        conn.session = session;
+        debug!(
+            conn = conn.id,
+            peer = %conn.peer,
+            client = %hello.client_name,
+            user = conn.session.publisher(),
+            "session opened"
+        );
         conn.client_name = hello.client_name;
         self.send(token, &welcome);
+    }
+
+    /// Verifies a HELLO token. Every session is open when authentication is off, and the token
+    /// is ignored.
+    fn open_session(&self, token: &str) -> Result<Session, String> {
+        match self.shared.auth.as_ref() {
+            Some(verifier) => verifier.session(token),
+            None => Ok(Session::Open),
+        }
     }
 
     /// Queues a frame for the connection; it is written at the end of the iteration.
@@ -162,6 +186,16 @@ impl Worker {
 
     fn on_publish(&mut self, token: Token, publish: Publish) {
         let received = Instant::now();
+        let now_s = unix_now_s();
+        let checked = self
+            .conn_mut(token)
+            .map(|c| c.session.check_publish(publish.topic.as_str(), now_s));
+        if let Some(Err(denial)) = checked {
+            let (code, message) = (denial.code.name(), denial.message);
+            debug!(topic = %publish.topic, code, "publish rejected: {message}");
+            self.reject_publish(token, publish.seq, denial.code);
+            return;
+        }
         let limits = &self.limits;
         if publish.payload.len() > limits.max_payload as usize {
             self.reject_publish(token, publish.seq, ErrorCode::PayloadTooLarge);
@@ -197,10 +231,17 @@ impl Worker {
             } else if let Err(e) = self.shared.registry.ensure_log(&topic, &mut inner) {
                 Err(Some(e.to_string()))
             } else {
+                // The publisher id comes from the session's verified token, never from the
+                // client's payload.
+                let publisher = token
+                    .0
+                    .checked_sub(FIRST_CONN)
+                    .and_then(|index| self.conns.get(index))
+                    .map_or("", |conn| conn.session.publisher());
                 inner
                     .append(
                         &topic.name,
-                        "",
+                        publisher,
                         &publish.payload,
                         max_batch,
                         &mut self.scratch,
@@ -239,6 +280,14 @@ impl Worker {
     }
 
     fn on_subscribe(&mut self, token: Token, subscribe: Subscribe) {
+        if let Err(denial) = self.check_subscribe(token, &subscribe.topic) {
+            if denial.code == ErrorCode::TokenExpired {
+                self.fail_conn(token, denial.code, denial.message);
+            } else {
+                self.send_topic_error(token, denial.code, &subscribe.topic, denial.message);
+            }
+            return;
+        }
         let max_subscriptions = self.limits.max_subscriptions;
         let conn = self
             .conn_mut(token)
@@ -300,6 +349,21 @@ impl Worker {
             (position, start)
         };
         self.attach_subscription(token, topic, position, start);
+    }
+
+    /// Checks the connection's session allows a SUBSCRIBE to `topic`.
+    fn check_subscribe(&self, token: Token, topic: &Topic) -> Result<(), Denial> {
+        let anonymous = &self.shared.config.auth.anonymous_subscribe;
+        let conn = token
+            .0
+            .checked_sub(FIRST_CONN)
+            .and_then(|index| self.conns.get(index));
+        match conn {
+            Some(conn) => conn
+                .session
+                .check_subscribe(topic.as_str(), anonymous, unix_now_s()),
+            None => Ok(()),
+        }
     }
 
     /// Adds a subscription that starts at `start`, for which the topic's interest is already

@@ -8,6 +8,7 @@
 //! subscribers, forwards publishes upstream, and serves resumes from a cache of recent comments.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 mod conn;

@@ -14,6 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info};
 
 use crate::admin::{AdminError, AdminServer, ConfigLoader};
+use crate::auth::{AuthKeyError, Verifier};
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
 use crate::relay::loops::Lineage;
@@ -102,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) relay: Option<Relay>,
     /// The topic map over several origins, when `cluster.origins` is set.
     pub(crate) cluster: Option<ClusterMap>,
+    /// Token verifier, when `auth.enabled` is set.
+    pub(crate) auth: Option<Verifier>,
 }
 
 impl Shared {
@@ -147,6 +150,9 @@ pub enum StartError {
     /// A relay thread could not be created.
     #[error("failed to start the relay threads: {0}")]
     Relay(io::Error),
+    /// The keys that verify client tokens could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] AuthKeyError),
 }
 
 /// A running broker.
@@ -167,6 +173,7 @@ pub struct Server {
 impl Server {
     /// Opens the data directory, binds the listeners and starts one worker per configured core.
     pub fn start(config: Config) -> Result<Server, StartError> {
+        let auth = Verifier::from_config(&config.auth)?;
         let data_dir = DataDir::open(&config.data_dir)?;
         info!(path = %data_dir.path().display(), "data directory opened");
         let workers = config.worker_count();
@@ -263,6 +270,7 @@ impl Server {
             lineage,
             relay,
             cluster,
+            auth,
         });
 
         // Started before the workers, so that a failure leaves no worker running; its requests

@@ -525,6 +525,7 @@ impl Worker {
         for (token, reason) in expired {
             self.fail_conn(token, ErrorCode::Timeout, reason.to_owned());
         }
+        self.close_expired_sessions();
         for token in pings {
             let conn = self.conn_mut(token).expect("collected from the slab above");
             conn.ping_sent = true;
@@ -544,6 +545,24 @@ impl Worker {
         self.flush_pending_writes();
         self.update_gauges();
         self.log_limiter.report(self.index);
+    }
+
+    /// Closes with TOKEN_EXPIRED every open session whose token has expired.
+    fn close_expired_sessions(&mut self) {
+        if self.shared.auth.is_none() {
+            return;
+        }
+        let now_s = crate::auth::unix_now_s();
+        let expired: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.phase == Phase::Ready && conn.session.is_expired(now_s))
+            .map(|(index, _)| Token(index + FIRST_CONN))
+            .collect();
+        for token in expired {
+            let message = "token expired; reconnect with a new token".to_owned();
+            self.fail_conn(token, ErrorCode::TokenExpired, message);
+        }
     }
 
     /// Commits what is pending, tells every connection the broker is stopping, and drops them.

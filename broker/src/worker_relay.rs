@@ -191,6 +191,9 @@ impl Worker {
 
     /// Forwards a client's publish upstream; the acknowledgement comes back as
     /// [`Worker::on_forwarded_ack`].
+    ///
+    /// NOTE: the publish goes over the relay's own upstream connection and PUBLISH has no field
+    /// for the original user, so the origin stores the relay token's `sub` as the publisher.
     pub(crate) fn forward_publish(&mut self, token: Token, publish: Publish) {
         // Counted like a publish waiting for its commit, so that a client that stops sending
         // still gets the acknowledgement before its connection closes.

@@ -2,12 +2,15 @@
 
 mod util;
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use chorus_client::{ClientError, Connection, ErrorCode, Options, StartAt};
 use serde_json::Value;
 use util::client::{connect, options, topic};
-use util::{Broker, TestDir};
+use util::{wait_until, Broker, TestDir};
 
 const TOKEN: &str = "admin-test-token";
 
@@ -478,4 +481,201 @@ fn reload_of_invalid_file_keeps_running_config() {
     let (status, reply) = Admin::new(&broker, None).json("POST", "/v1/reload");
     assert_eq!(status, 400);
     assert!(reply["error"].as_str().unwrap().contains("unchanged"));
+}
+
+/// How long a raw admin connection waits for the response and the close.
+const RAW_READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connections the admin endpoint serves at once; further ones are rejected with 503.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+
+/// Opens a TCP connection to the admin endpoint with bounded reads and writes.
+fn raw_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect to the admin endpoint");
+    stream.set_read_timeout(Some(RAW_READ_TIMEOUT)).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection, and returns what arrived. A read timeout or
+/// reset fails the test, since the server must respond and close on its own.
+fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .unwrap_or_else(|e| panic!("admin connection not closed cleanly after {bytes:?}: {e}"));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Sends `head` on a new connection and returns the whole response.
+fn raw_exchange(addr: SocketAddr, head: &str) -> String {
+    let mut stream = raw_connect(addr);
+    stream.write_all(head.as_bytes()).unwrap();
+    read_until_closed(&mut stream)
+}
+
+/// Returns the status code of a raw response.
+fn raw_status(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP/1.1 status line in {response:?}"))
+}
+
+/// Returns the JSON body of a raw response.
+fn raw_json(response: &str) -> Value {
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {response:?}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("non-JSON body {body:?}: {e}"))
+}
+
+// A Content-Length of 99999999999 on a GET once made the HTTP library allocate that many bytes to
+// drain the unread body, and the failed allocation aborted chorusd.
+#[test]
+fn huge_content_length_is_413_and_broker_lives() {
+    let dir = TestDir::new();
+    let mut broker = start(&dir);
+    let head = "GET /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n";
+
+    let response = raw_exchange(broker.admin_addr(), head);
+    assert_eq!(raw_status(&response), 413, "{response}");
+    assert!(raw_json(&response)["error"].is_string(), "{response}");
+    assert!(broker.is_running());
+    assert_eq!(
+        Admin::new(&broker, None).get("/v1/status")["role"],
+        "origin"
+    );
+}
+
+#[test]
+fn chunked_body_is_413() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let request = "POST /v1/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   5\r\nhello\r\n0\r\n\r\n";
+    let response = raw_exchange(broker.admin_addr(), request);
+    assert_eq!(raw_status(&response), 413, "{response}");
+}
+
+#[test]
+fn empty_chunked_body_is_served() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let request = "POST /v1/connections/999999/kick HTTP/1.1\r\nHost: x\r\n\
+                   Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let response = raw_exchange(broker.admin_addr(), request);
+    assert_eq!(raw_status(&response), 404, "{response}");
+}
+
+#[test]
+fn body_to_missing_feature_is_501() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let request = "POST /v1/bans HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+    let response = raw_exchange(broker.admin_addr(), request);
+    assert_eq!(raw_status(&response), 501, "{response}");
+}
+
+#[test]
+fn malformed_request_is_400() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let response = raw_exchange(broker.admin_addr(), "GET /v1/status HTTP/9\r\n\r\n");
+    assert_eq!(raw_status(&response), 400, "{response}");
+    assert!(raw_json(&response)["error"].is_string(), "{response}");
+}
+
+#[test]
+fn oversized_head_is_431() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let padding = "a".repeat(20 * 1024);
+    let head = format!("GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
+    let response = raw_exchange(broker.admin_addr(), &head);
+    assert_eq!(raw_status(&response), 431, "{response}");
+}
+
+// A client that declared a body and sent none once held the only admin thread until it
+// disconnected, so metrics scrapes and chorusctl timed out.
+#[test]
+fn declared_body_not_sent_does_not_block_status() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let mut stalled = raw_connect(broker.admin_addr());
+    let head = "POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000000\r\n\r\n";
+    stalled.write_all(head.as_bytes()).unwrap();
+
+    let status = Admin::new(&broker, None).get("/v1/status");
+    assert_eq!(status["role"], "origin");
+    let response = read_until_closed(&mut stalled);
+    assert_eq!(raw_status(&response), 413, "{response}");
+}
+
+#[test]
+fn slow_head_does_not_block_and_times_out() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let mut reader = raw_connect(broker.admin_addr());
+    let mut writer = reader.try_clone().unwrap();
+    let (sent, sent_count) = mpsc::channel();
+    // Sends one byte every 200 ms for at most 30 s, far past the server's deadline for the
+    // head, and stops when the server has closed the connection.
+    let slow = std::thread::spawn(move || {
+        let head = format!("GET /v1/status HTTP/1.1\r\nX-Slow: {}", "a".repeat(150));
+        for (i, byte) in head.bytes().enumerate() {
+            if writer.write_all(&[byte]).is_err() {
+                return false;
+            }
+            let _ = sent.send(i + 1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        true
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sent_count.recv_timeout(deadline.saturating_duration_since(Instant::now())) != Ok(5) {
+        assert!(Instant::now() < deadline, "slow client did not start");
+    }
+
+    let status = Admin::new(&broker, None).get("/v1/status");
+    assert_eq!(status["role"], "origin");
+    let response = read_until_closed(&mut reader);
+    assert_eq!(raw_status(&response), 408, "{response}");
+    drop(reader);
+    let sent_whole_head = slow.join().unwrap();
+    assert!(
+        !sent_whole_head,
+        "the server waited for the whole slow head"
+    );
+}
+
+#[test]
+fn connections_beyond_cap_get_503() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let addr = broker.admin_addr();
+    let idle: Vec<TcpStream> = (0..MAX_ADMIN_CONNECTIONS)
+        .map(|_| raw_connect(addr))
+        .collect();
+    // The server accepts connections in the order they were established, so the idle ones fill
+    // every slot and the later ones are rejected.
+    let mut extra: Vec<TcpStream> = (0..4).map(|_| raw_connect(addr)).collect();
+
+    for stream in &mut extra {
+        let response = read_until_closed(stream);
+        assert_eq!(raw_status(&response), 503, "{response}");
+        assert!(raw_json(&response)["error"].is_string(), "{response}");
+    }
+    drop(idle);
+    let admin = Admin::new(&broker, None);
+    let served = wait_until(Duration::from_secs(10), || {
+        admin.request("GET", "/v1/status").0 == 200
+    });
+    assert!(
+        served,
+        "status still rejected after the idle connections closed"
+    );
 }

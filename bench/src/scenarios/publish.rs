@@ -29,7 +29,7 @@ use crate::state::ErrorLog;
 /// Publishes encoded before the buffer is written, when sending as fast as possible.
 const BATCH: usize = 64;
 
-/// Read timeout of the reader thread, so that it sees the end of the run.
+/// Read timeout of the reader thread, so that it checks for the end of the run that often.
 const READ_POLL: Duration = Duration::from_millis(100);
 
 /// Interval at which a writer held back by the delivery lag limit checks it again.
@@ -54,7 +54,7 @@ pub(crate) struct PublisherSpec {
     pub(crate) connect_timeout: Duration,
 }
 
-/// What one publisher did.
+/// Counts and latencies of one publisher.
 #[derive(Debug)]
 pub(crate) struct PublisherOutcome {
     pub(crate) sent: u64,
@@ -356,8 +356,8 @@ impl WriteTask {
         result.context("write to the broker failed")
     }
 
-    /// Sends the closing barrier, writes everything and tells the reader how many publishes
-    /// to wait for.
+    /// Sends the closing barrier, writes everything and records for the reader how many
+    /// publishes to wait for.
     fn finish(&mut self, sending: &mut Sending) -> anyhow::Result<()> {
         if !self.acks_each {
             self.barrier(sending);
@@ -484,7 +484,7 @@ struct WindowState {
     confirmed: u64,
     /// Send time and topic of each publish awaiting its reply, by reply key.
     in_flight: HashMap<u64, (u64, usize)>,
-    /// Publishes sent before each barrier not yet answered, oldest first.
+    /// Publishes sent before each barrier whose reply has not arrived, oldest first.
     barriers: VecDeque<u64>,
     /// Publishes sent in all, once the writer has finished.
     total: Option<u64>,

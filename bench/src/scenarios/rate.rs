@@ -23,7 +23,8 @@ pub(crate) enum RateSchedule {
 }
 
 impl RateSchedule {
-    /// A steady `rate`, or as fast as possible when `rate` is `None`, for `secs` seconds.
+    /// Builds a schedule of `secs` seconds at a steady `rate`, or as fast as possible when
+    /// `rate` is `None`.
     pub(crate) fn steady(rate: Option<f64>, secs: f64) -> RateSchedule {
         match rate {
             None => RateSchedule::Max { secs },

@@ -107,6 +107,19 @@ impl LoadReport {
 /// Renders a load report for people.
 pub(crate) fn load_text(r: &LoadReport) -> String {
     let mut out = String::new();
+    write_counts(&mut out, r);
+    write_latencies(&mut out, r);
+    write_phases(&mut out, r);
+    write_processes(&mut out, r);
+    write_checks(&mut out, r);
+    write_errors(&mut out, &r.errors);
+
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    let _ = writeln!(out, "result       {verdict}");
+    out
+}
+
+fn write_counts(out: &mut String, r: &LoadReport) {
     let qos = r.mqtt_qos.map_or(String::new(), |q| format!(" QoS {q}"));
     let _ = writeln!(
         out,
@@ -123,23 +136,24 @@ pub(crate) fn load_text(r: &LoadReport) -> String {
         "delivered    {} of {} in {:.3} s ({:.1}/s across subscribers)",
         r.delivered, r.expected, r.duration_secs, r.delivered_per_sec
     );
+}
+
+fn write_latencies(out: &mut String, r: &LoadReport) {
     let _ = writeln!(
         out,
         "latency ms               p50       p95       p99       max"
     );
     if let Some(ack) = &r.publish_ack_ms {
-        write_latency(&mut out, "publish->ack", ack);
+        write_latency(out, "publish->ack", ack);
     }
-    write_latency(&mut out, "publish->deliver", &r.publish_deliver_ms);
+    write_latency(out, "publish->deliver", &r.publish_deliver_ms);
     for class in r.classes.iter().filter(|c| c.class != "fast") {
-        write_latency(
-            &mut out,
-            &format!("  {} subscribers", class.class),
-            &class.publish_deliver_ms,
-        );
+        let name = format!("  {} subscribers", class.class);
+        write_latency(out, &name, &class.publish_deliver_ms);
     }
-    write_phases(&mut out, r);
-    write_processes(&mut out, r);
+}
+
+fn write_checks(out: &mut String, r: &LoadReport) {
     let _ = writeln!(
         out,
         "checks       losses {}, duplicates {}, out of order {}, unknown {}, offset gaps {}",
@@ -156,10 +170,6 @@ pub(crate) fn load_text(r: &LoadReport) -> String {
             class.counts.duplicates
         );
     }
-    write_errors(&mut out, &r.errors);
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
-    let _ = writeln!(out, "result       {verdict}");
-    out
 }
 
 fn write_phases(out: &mut String, r: &LoadReport) {

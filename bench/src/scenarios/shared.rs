@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Longest single sleep while waiting for a time, so that a stop request is seen promptly.
+/// Maximum length of one sleep while waiting for a time, so that a stop request takes effect
+/// promptly.
 const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 /// State every thread of a load run shares.
@@ -34,8 +35,9 @@ pub(crate) struct LoadShared {
 }
 
 impl LoadShared {
-    /// `fanout` gives the subscribers of each topic; `max_lag` is the most messages per
-    /// subscriber, on average, that publishers may be ahead of the deliveries (0 for no limit).
+    /// Creates the state of a run. `fanout` gives the subscribers of each topic, and `max_lag`
+    /// the maximum messages per subscriber, on average, that publishers may be ahead of the
+    /// deliveries (0 for no limit).
     pub(crate) fn new(publishers: usize, fanout: Vec<u64>, max_lag: u64) -> LoadShared {
         let topics = fanout.len();
         let subscribers: u64 = fanout.iter().sum();

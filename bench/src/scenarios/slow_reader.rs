@@ -1,5 +1,5 @@
 //! Slow subscribers: one blocking thread each, a small receive buffer, small reads and a sleep
-//! after each read while throttled, so that the broker sees a reader that falls behind.
+//! after each read while throttled, so that the broker's queue for them fills up.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use super::shared::LoadShared;
 use super::sockets;
 use crate::state::ErrorLog;
 
-/// How a slow subscriber reads.
+/// Reading pattern of a slow subscriber.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct SlowReading {
     /// SO_RCVBUF requested before connecting, in bytes; the kernel doubles it for overhead
@@ -44,7 +44,7 @@ pub(crate) struct SlowSpec {
     pub(crate) connect_timeout: Duration,
 }
 
-/// What a slow subscriber thread returns.
+/// Outcome of a slow subscriber thread.
 pub(crate) struct SlowOutcome {
     pub(crate) handler: CheckHandler,
     pub(crate) errors: ErrorLog,

@@ -1,11 +1,11 @@
-//! The admin endpoint: an HTTP server on its own port and thread that reports the broker's
+//! The admin endpoint: an HTTP server on its own port and threads that reports the broker's
 //! state as JSON, carries out operator actions, and serves Prometheus metrics.
 //!
 //! Every request must carry `Authorization: Bearer <token>` when a token is configured. Without
-//! one, only requests from loopback addresses are served. Requests are handled one at a time on
-//! the admin thread. It sends requests for state or actions to the workers through their
-//! channels and waits for the replies with a deadline, so it never touches a worker's
-//! connections itself.
+//! one, only requests from loopback addresses are served. Each connection is read and written
+//! on its own short-lived thread, and the parsed requests are handled one at a time on the admin
+//! thread. It sends requests for state or actions to the workers through their channels and
+//! waits for the replies with a deadline, so it never touches a worker's connections itself.
 //!
 //! | method and path | what it does |
 //! | --- | --- |
@@ -27,10 +27,11 @@ mod actions;
 mod config;
 mod http;
 mod rates;
+mod server;
 mod views;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,6 +44,7 @@ pub use config::{AdminConfig, DEFAULT_ADMIN_LISTEN};
 use crate::config::{Config, ConfigError};
 use crate::server::Shared;
 use rates::Rates;
+use server::{Acceptor, Listener, Message, Request, Response};
 
 /// Reads the configuration again for `POST /v1/reload`: the file and the command-line flags,
 /// merged and validated as at startup.
@@ -77,8 +79,9 @@ pub enum AdminError {
 /// A running admin endpoint; stopped by [`AdminServer::stop`] or when dropped.
 pub(crate) struct AdminServer {
     addr: SocketAddr,
-    http: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
+    acceptor: Acceptor,
+    /// Sends [`Message::Stop`] to the admin thread.
+    messages: Sender<Message>,
     loader: Arc<Mutex<Option<ConfigLoader>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -86,8 +89,6 @@ pub(crate) struct AdminServer {
 /// State of the admin thread.
 struct Admin {
     shared: Arc<Shared>,
-    http: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
     started: Instant,
     token: Option<String>,
     /// The configuration in force: the startup configuration with the reloaded limits.
@@ -107,20 +108,17 @@ impl AdminServer {
             return Ok(None);
         }
         let token = config.resolve_token()?;
-        let http = tiny_http::Server::http(config.listen).map_err(|source| AdminError::Bind {
+        let listener = Listener::bind(config.listen).map_err(|source| AdminError::Bind {
             addr: config.listen,
-            source,
+            source: source.into(),
         })?;
-        let addr = http.server_addr().to_ip().unwrap_or(config.listen);
+        let addr = listener.addr();
         log_start(addr, token.is_some());
 
-        let http = Arc::new(http);
-        let stop = Arc::new(AtomicBool::new(false));
+        let (messages, received) = mpsc::channel();
         let loader = Arc::new(Mutex::new(None));
         let admin = Admin {
             shared: shared.clone(),
-            http: http.clone(),
-            stop: stop.clone(),
             started: Instant::now(),
             token,
             running: shared.config.clone(),
@@ -130,12 +128,19 @@ impl AdminServer {
         };
         let thread = std::thread::Builder::new()
             .name("chorusd-admin".into())
-            .spawn(move || admin.run())
+            .spawn(move || admin.run(received))
             .map_err(AdminError::Thread)?;
+        let acceptor = match Acceptor::spawn(listener, messages.clone()) {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                stop_admin_thread(&messages, thread);
+                return Err(AdminError::Thread(e));
+            }
+        };
         Ok(Some(AdminServer {
             addr,
-            http,
-            stop,
+            acceptor,
+            messages,
             loader,
             thread: Some(thread),
         }))
@@ -151,25 +156,32 @@ impl AdminServer {
         *self.loader.lock() = Some(loader);
     }
 
-    /// Stops the thread after the request in progress, if any.
+    /// Stops accepting connections, and stops the admin thread after the request in progress,
+    /// if any.
     pub(crate) fn stop(mut self) {
-        self.stop_thread();
+        self.stop_threads();
     }
 
-    fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.http.unblock();
+    fn stop_threads(&mut self) {
+        self.acceptor.stop();
         if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                error!("the admin thread panicked");
-            }
+            stop_admin_thread(&self.messages, thread);
         }
+    }
+}
+
+fn stop_admin_thread(messages: &Sender<Message>, thread: JoinHandle<()>) {
+    // The receiver lives as long as the admin thread, so the send fails only after a panic,
+    // which the join reports.
+    let _ = messages.send(Message::Stop);
+    if thread.join().is_err() {
+        error!("the admin thread panicked");
     }
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.stop_thread();
+        self.stop_threads();
     }
 }
 
@@ -195,39 +207,34 @@ fn log_start(addr: SocketAddr, has_token: bool) {
 }
 
 impl Admin {
-    fn run(mut self) {
+    fn run(mut self, messages: Receiver<Message>) {
         let mut next_sample = Instant::now();
-        while !self.stop.load(Ordering::Acquire) {
+        loop {
             let now = Instant::now();
             if now >= next_sample {
                 self.rates.sample(&self.shared, now);
                 next_sample = now + SAMPLE_INTERVAL;
             }
             let wait = next_sample.saturating_duration_since(now);
-            match self.http.recv_timeout(wait) {
-                Ok(Some(request)) => self.serve(request),
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "admin endpoint failed to receive a request");
-                    // Keeps a persistent accept error from spinning the thread.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+            match messages.recv_timeout(wait) {
+                Ok(Message::Request(request, reply_to)) => self.serve(&request, &reply_to),
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
             }
         }
         debug!("admin endpoint stopped");
     }
 
-    fn serve(&mut self, request: tiny_http::Request) {
-        let method = request.method().to_string();
-        let url = request.url().to_owned();
-        let reply = self.handle(&request);
+    fn serve(&mut self, request: &Request, reply_to: &SyncSender<Response>) {
+        let reply = self.handle(request);
+        let (method, target) = (request.method(), request.target());
         if reply.status >= 500 {
-            warn!(%method, %url, status = reply.status, "admin request failed");
+            warn!(%method, %target, status = reply.status, "admin request failed");
         } else {
-            debug!(%method, %url, status = reply.status, "admin request");
+            debug!(%method, %target, status = reply.status, "admin request");
         }
-        if let Err(e) = request.respond(reply.into_response()) {
-            debug!(error = %e, "failed to send an admin response");
+        if reply_to.send(reply.into_response()).is_err() {
+            debug!(%method, %target, "admin client stopped waiting before the response was ready");
         }
     }
 }

@@ -150,7 +150,8 @@ fn packaged_key_lines(text: &str) -> BTreeSet<(String, String)> {
             table = inner.to_owned();
         } else if let Some((name, _)) = line.split_once('=') {
             let name = name.trim();
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            let is_key_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+            if !name.is_empty() && name.chars().all(is_key_char) {
                 found.insert((table.clone(), name.to_owned()));
             }
         }

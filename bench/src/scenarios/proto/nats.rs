@@ -177,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn first_pong_is_ready_and_later_ones_are_barriers() {
+    fn later_pongs_are_barrier_replies() {
         let mut session = subscriber();
         let mut input = BytesMut::from(&b"INFO {\"x\":1}\r\nPONG\r\nPONG\r\n"[..]);
         let (mut out, mut events) = (BytesMut::new(), Vec::new());

@@ -23,8 +23,8 @@ pub(super) struct RedisSession {
     role: Role,
     config: SessionConfig,
     ready: bool,
-    /// Key of the next publish; Redis replies to commands in order, so the n-th integer reply
-    /// answers the n-th publish.
+    /// Key of the next publish. Redis replies to commands in order, so the n-th integer reply
+    /// is the reply to the n-th publish.
     next_publish: u64,
     next_reply: u64,
 }
