@@ -319,10 +319,9 @@ impl Grant {
 }
 
 /// The permissions of one connection, set by its HELLO.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) enum Session {
-    /// Authentication is off: everything is allowed.
-    #[default]
+    /// Authentication is off, so everything is allowed.
     Open,
     /// No token: subscribes to the `anonymous_subscribe` patterns only.
     Anonymous,

@@ -166,12 +166,16 @@ fn invalid_tokens_are_unauthenticated() {
     expired["exp"] = json!(now_s() - 60);
     let mut no_sub = claims("carol", "commenter", &["live/**"]);
     no_sub.as_object_mut().unwrap().remove("sub");
+    let unknown_role = claims("carol", "owner", &["live/**"]);
+    let bad_pattern = claims("carol", "commenter", &["live/***"]);
     let valid = claims("carol", "commenter", &["live/**"]);
     let cases = [
         ("wrong HS256 secret", hs256_token(&valid, "another-secret")),
         ("Ed25519 key not trusted", eddsa_token(&valid, &other_key)),
         ("expired", hs256_token(&expired, SECRET)),
         ("missing sub", hs256_token(&no_sub, SECRET)),
+        ("unknown role", hs256_token(&unknown_role, SECRET)),
+        ("invalid topic pattern", hs256_token(&bad_pattern, SECRET)),
         ("not a JWT", "not-a-token".to_owned()),
     ];
 
