@@ -1,4 +1,4 @@
-//! What a worker does with each frame a client sends.
+//! Handling of each frame a client sends.
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;

@@ -1,10 +1,10 @@
 //! The event loop: one worker thread per core, each with its own listener socket
 //! (SO_REUSEPORT), connections and poll instance.
 //!
-//! A worker reads frames from its connections, appends publishes to the topic logs, and at the
-//! end of every loop iteration commits the topics it touched, sends acknowledgements, and hands
-//! each committed batch to every worker that has subscribers for it. The batch is an encoded
-//! EVENTS frame whose bytes every subscriber shares.
+//! A worker reads frames from its connections and appends publishes to the topic logs. At the
+//! end of every loop iteration it commits the topics it touched and sends acknowledgements. Then
+//! it hands each committed batch to every worker that has subscribers for it. The batch is an
+//! encoded EVENTS frame whose bytes every subscriber shares.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
