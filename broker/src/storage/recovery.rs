@@ -38,7 +38,7 @@ pub(super) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Stor
         let entry = entry.map_err(StorageError::io("list", dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == META_FILE || name == META_TMP_FILE {
+        if name == META_FILE || name == META_TMP_FILE || name == QUARANTINE_DIR {
             continue;
         }
         if let Some(base) = parse_segment_file_name(&name) {
@@ -283,10 +283,12 @@ fn drop_later_segments(
         dropped_segments = later.len(),
         dropped_bytes,
         "closed segment is damaged, by a power loss under fsync = \"never\" or by a change \
-         from outside chorusd; the log now ends at the damage and the later segments are deleted"
+         from outside chorusd; the log now ends at the damage and the later segments are moved \
+         to the topic's quarantine directory"
     );
     for (_, path) in later.iter().rev() {
-        fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+        let target = quarantine_path(path, "")?;
+        fs::rename(path, &target).map_err(StorageError::io("move to quarantine", path))?;
         remove_index_files(path)?;
     }
     if let Some(dir) = damaged.parent() {
@@ -390,17 +392,56 @@ fn rewrite_header(
 }
 
 fn truncate_tail(file: &File, path: &Path, scan: &Scan, file_len: u64) -> Result<(), StorageError> {
+    let kept = keep_dropped_tail(file, path, scan.valid_len, file_len)?;
     tracing::warn!(
         path = %path.display(),
         offset = scan.next_offset,
         position = scan.valid_len,
         dropped_bytes = file_len - scan.valid_len,
+        kept = %kept.display(),
         reason = scan.invalid.as_deref().unwrap_or_default(),
-        "dropping torn or invalid records at the end of the log"
+        "dropping torn or invalid records at the end of the log; the dropped bytes are kept \
+         for inspection"
     );
     file.set_len(scan.valid_len)
         .map_err(StorageError::io("truncate", path))?;
     file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+/// Directory inside a topic directory that keeps bytes recovery cut from the log, so that an
+/// operator can inspect them; chorusd never reads or deletes it.
+pub(super) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Returns a new path in the quarantine directory beside `segment`, named after it.
+fn quarantine_path(segment: &Path, suffix: &str) -> Result<PathBuf, StorageError> {
+    let dir = segment
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(QUARANTINE_DIR);
+    fs::create_dir_all(&dir).map_err(StorageError::io("create", &dir))?;
+    let name = segment
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(dir.join(format!("{}{suffix}.{stamp}", name.unwrap_or_default())))
+}
+
+/// Copies the bytes from `from` to the end of a segment into the quarantine directory before
+/// recovery truncates them, and returns the copy's path.
+fn keep_dropped_tail(
+    file: &File,
+    path: &Path,
+    from: u64,
+    file_len: u64,
+) -> Result<PathBuf, StorageError> {
+    let target = quarantine_path(path, &format!(".tail-{from}"))?;
+    let mut tail = vec![0u8; (file_len - from) as usize];
+    file.read_exact_at(&mut tail, from)
+        .map_err(StorageError::io("read", path))?;
+    fs::write(&target, &tail).map_err(StorageError::io("write", &target))?;
+    Ok(target)
 }
 
 /// Result of scanning the records of one segment.

@@ -76,6 +76,15 @@ fn recovery_drops_garbage_after_last_record() {
         assert_eq!(log.committed_offset(), 5);
         assert_eq!(read_all(&log, 0), expected_from(&entries, 0));
         assert_eq!(fs::metadata(&segment).unwrap().len(), clean_len);
+
+        // The cut bytes are kept beside the log for an operator to inspect.
+        let quarantine = data.topic_dir(&name).join("quarantine");
+        let kept: Vec<_> = fs::read_dir(&quarantine)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::read(&kept[0]).unwrap(), garbage);
     }
 }
 
