@@ -1,12 +1,13 @@
 //! One client connection: its phase, read buffer, outbound queue and subscriptions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::auth::Session;
 use crate::topics::TopicState;
@@ -85,7 +86,7 @@ impl Conn {
             phase: Phase::Preamble,
             read_buf: BytesMut::new(),
             out: OutQueue::default(),
-            subs: HashMap::new(),
+            subs: HashMap::default(),
             opened: now,
             last_read: now,
             ping_sent: false,

@@ -6,7 +6,7 @@
 //! it hands each committed batch to every worker that has subscribers for it. The batch is an
 //! encoded EVENTS frame whose bytes every subscriber shares.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -14,9 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+// The worker's maps are keyed by tokens and topic ids that the broker assigns, so a fast hasher
+// without flood resistance is safe. With SipHash, hashing tokens was about a third of the
+// user-space instructions of fan-out in a callgrind profile.
 use chorus_protocol::{ErrorCode, ErrorFrame, Frame};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
@@ -114,16 +118,16 @@ impl Worker {
             conns: Slab::new(),
             rx,
             inbox: VecDeque::new(),
-            local_subs: HashMap::new(),
-            dirty: HashMap::new(),
-            to_flush: HashSet::new(),
-            catching_up: HashSet::new(),
+            local_subs: HashMap::default(),
+            dirty: HashMap::default(),
+            to_flush: HashSet::default(),
+            catching_up: HashSet::default(),
             more_to_read: Vec::new(),
-            closing: HashMap::new(),
+            closing: HashMap::default(),
             scratch: BytesMut::with_capacity(64 * 1024),
             read_chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
             log_limiter: LogLimiter::default(),
-            relay_pending: HashMap::new(),
+            relay_pending: HashMap::default(),
         })
     }
 
