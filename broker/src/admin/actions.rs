@@ -210,9 +210,12 @@ fn live_limits(running: &Limits, file: &Limits) -> Limits {
 ///
 /// Fails when a configuration cannot be serialized, which happens for a path that is not valid
 /// UTF-8.
-fn classify(running: &Config, file: &Config) -> Result<(Vec<Change>, Vec<Change>), String> {
-    let running = flatten(running)?;
-    let mut file = flatten(file)?;
+fn classify(
+    running_config: &Config,
+    file_config: &Config,
+) -> Result<(Vec<Change>, Vec<Change>), String> {
+    let running = flatten(running_config)?;
+    let mut file = flatten(file_config)?;
     let mut applied = Vec::new();
     let mut restart = Vec::new();
     for (key, running_value) in running {
@@ -221,8 +224,8 @@ fn classify(running: &Config, file: &Config) -> Result<(Vec<Change>, Vec<Change>
             continue;
         }
         let change = Change {
-            running: running_value,
-            file: file_value,
+            running: redact(&key, running_value),
+            file: redact(&key, file_value),
             key,
         };
         if LIVE_KEYS.contains(&change.key.as_str()) {
@@ -232,11 +235,31 @@ fn classify(running: &Config, file: &Config) -> Result<(Vec<Change>, Vec<Change>
         }
     }
     restart.extend(file.into_iter().map(|(key, value)| Change {
-        key,
         running: Value::Null,
-        file: value,
+        file: redact(&key, value),
+        key,
     }));
+    // The HS256 secret is never serialized, so the comparison above cannot see it.
+    if running_config.auth.hs256_secret != file_config.auth.hs256_secret {
+        restart.push(Change {
+            key: "auth.hs256_secret".to_owned(),
+            running: Value::from(REDACTED),
+            file: Value::from(REDACTED),
+        });
+    }
     Ok((applied, restart))
+}
+
+/// Keys whose values are credentials: reload reports show that they changed, never the value.
+const SECRET_KEYS: &[&str] = &["relay.token", "admin.token"];
+
+const REDACTED: &str = "<redacted>";
+
+fn redact(key: &str, value: Value) -> Value {
+    if SECRET_KEYS.contains(&key) && !value.is_null() {
+        return Value::from(REDACTED);
+    }
+    value
 }
 
 /// Returns every leaf of the serialized configuration under its dotted key, such as
@@ -269,6 +292,21 @@ fn collect_leaves(prefix: String, value: Value, leaves: &mut BTreeMap<String, Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_secrets_are_reported_redacted() {
+        let running = Config::default();
+        let mut file = Config::default();
+        file.relay.token = "eyJ.secret.token".to_owned();
+        file.auth.hs256_secret = Some("new-secret".to_owned());
+        let (applied, restart) = classify(&running, &file).unwrap();
+        assert!(applied.is_empty());
+        let keys: Vec<&str> = restart.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["relay.token", "auth.hs256_secret"]);
+        for change in &restart {
+            assert_eq!(change.file, Value::from(REDACTED), "{}", change.key);
+        }
+    }
 
     #[test]
     fn limit_change_is_applied_live() {
