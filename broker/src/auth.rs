@@ -323,7 +323,8 @@ impl Grant {
 pub(crate) enum Session {
     /// Authentication is off, so everything is allowed.
     Open,
-    /// No token: subscribes to the `anonymous_subscribe` patterns only.
+    /// No token: subscribes to the `anonymous_subscribe` patterns only, which every session
+    /// may also subscribe to.
     Anonymous,
     /// A verified token.
     Token(Grant),
@@ -363,9 +364,12 @@ impl Session {
         let allowed = match self {
             Session::Open => true,
             Session::Anonymous => matches_any(anonymous, topic),
+            // A signed-in client may read whatever an anonymous one may.
             Session::Token(grant) => {
                 check_expiry(grant, now_s)?;
-                grant.role == TokenRole::Admin || matches_any(&grant.sub_topics, topic)
+                grant.role == TokenRole::Admin
+                    || matches_any(&grant.sub_topics, topic)
+                    || matches_any(anonymous, topic)
             }
         };
         if allowed {
@@ -481,6 +485,15 @@ mod tests {
         let anonymous = [TopicPattern::new("public/**").unwrap()];
         let session = Session::Anonymous;
         assert!(session.check_subscribe("public/a", &anonymous, 0).is_ok());
+        assert!(session.check_subscribe("private/a", &anonymous, 0).is_err());
+    }
+
+    #[test]
+    fn token_holder_also_reads_anonymous_topics() {
+        let anonymous = [TopicPattern::new("public/**").unwrap()];
+        let session = grant(TokenRole::Viewer, &["live/**"], &[]);
+        assert!(session.check_subscribe("public/a", &anonymous, 0).is_ok());
+        assert!(session.check_subscribe("live/a", &anonymous, 0).is_ok());
         assert!(session.check_subscribe("private/a", &anonymous, 0).is_err());
     }
 
