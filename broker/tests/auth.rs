@@ -401,3 +401,42 @@ fn relay_without_token_cannot_subscribe_upstream() {
 
     assert_eq!(server_error(subscribe), (ErrorCode::Forbidden, false));
 }
+
+/// Every relay token expires, so a relay reads `relay.token_file` again before each connection
+/// to its upstream: renewing the file must bring a relay that was refused back into service
+/// without a restart.
+#[test]
+fn relay_picks_up_renewed_token_file() {
+    let key = ed_key();
+    let origin = start(&key, "");
+    let token_dir = TestDir::new();
+    let token_file = token_dir.root().join("relay-token");
+    std::fs::write(&token_file, "not-a-valid-token\n").expect("write the token file");
+    let relay_table = format!(
+        "role = \"relay\"\n[relay]\nupstreams = [{:?}]\nreconnect_initial_ms = 20\n\
+         reconnect_max_ms = 300\ntoken_file = {:?}\n",
+        origin.addr(),
+        token_file.to_str().expect("temporary paths are UTF-8")
+    );
+    let relay = start(&key, &relay_table);
+    relay
+        .broker
+        .wait_for_log("upstream rejected the relay's token", WAIT);
+
+    let renewed = hs256_token(&claims("relay-eu-1", "relay", &["live/**"]), SECRET);
+    std::fs::write(&token_file, format!("{renewed}\n")).expect("renew the token file");
+    relay.broker.wait_for_log("connected upstream", WAIT);
+
+    let topic = topic("live/renewed");
+    let viewer = hs256_token(&claims("judy", "viewer", &["live/**"]), SECRET);
+    let mut subscriber = connect_with(&relay.addr(), &viewer);
+    subscriber
+        .subscribe(&topic, StartAt::Latest, 0)
+        .expect("subscribe at the relay");
+    let author = hs256_token(&claims("ken", "commenter", &["live/**"]), SECRET);
+    connect_with(&origin.addr(), &author)
+        .publish(&topic, b"after renewal")
+        .expect("publish at the origin");
+    let events = collect_events(&mut subscriber, &topic, 1);
+    assert_eq!(events[0].payload, b"after renewal".as_slice());
+}

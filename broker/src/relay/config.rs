@@ -39,6 +39,10 @@ pub struct RelayConfig {
     pub reconnect_max_ms: u64,
     /// Token sent in HELLO to the upstream; empty sends none.
     pub token: String,
+    /// File holding the upstream token, read again before every connection to the upstream, so
+    /// that a renewed token takes effect at the next reconnect without a restart. Replaces
+    /// `token` when set.
+    pub token_file: Option<PathBuf>,
     /// Name sent in HELLO to the upstream, before the relay chain used for loop detection.
     pub client_name: String,
     /// TLS for the upstream links; absent connects over plain TCP.
@@ -84,6 +88,7 @@ impl Default for RelayConfig {
             reconnect_initial_ms: 100,
             reconnect_max_ms: 5_000,
             token: String::new(),
+            token_file: None,
             client_name: format!("chorusd/{}", env!("CARGO_PKG_VERSION")),
             tls: None,
         }
@@ -101,6 +106,9 @@ impl RelayConfig {
         }
         for upstream in &self.upstreams {
             check_host_port("relay.upstreams", upstream)?;
+        }
+        if self.token_file.is_some() && !self.token.is_empty() {
+            return Err(invalid("set relay.token or relay.token_file, not both"));
         }
         if self.cache_comments == 0 {
             return Err(invalid("relay.cache_comments must be above 0"));

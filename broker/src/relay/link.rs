@@ -279,7 +279,15 @@ impl Link {
                     }
                 }
                 Err(e) => {
-                    warn!(upstream = %target, error = %e, "failed to connect upstream");
+                    if is_auth_failure(&e) {
+                        error!(
+                            upstream = %target, error = %e,
+                            "upstream rejected the relay's token; renew relay.token_file (read at \
+                             every reconnect) or relay.token (needs a restart)"
+                        );
+                    } else {
+                        warn!(upstream = %target, error = %e, "failed to connect upstream");
+                    }
                     self.failover.failed();
                     let next = self.failover.next_attempt().target;
                     if next != attempt.target {
@@ -290,12 +298,28 @@ impl Link {
         }
     }
 
+    /// Returns the token for the next connection: the contents of `relay.token_file`, read now
+    /// so that a renewed token is picked up, or `relay.token`.
+    fn upstream_token(&self) -> String {
+        let relay = &self.shared.config.relay;
+        let Some(path) = &relay.token_file else {
+            return relay.token.clone();
+        };
+        match std::fs::read_to_string(path) {
+            Ok(token) => token.trim().to_owned(),
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "failed to read relay.token_file; connecting without a token");
+                String::new()
+            }
+        }
+    }
+
     /// Returns the client options for the next connection.
     fn options(&self) -> Options {
         let config = &self.shared.config;
         Options {
             client_name: self.shared.lineage.hello_name(&config.relay.client_name),
-            token: config.relay.token.clone(),
+            token: self.upstream_token(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: Some(READ_POLL),
             max_frame: config.limits.max_frame,
@@ -753,6 +777,17 @@ impl Reader {
             self.shared.workers[worker].wake();
         }
     }
+}
+
+/// Returns whether the upstream refused the connection because of the relay's token.
+fn is_auth_failure(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Server {
+            code: ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::Forbidden,
+            ..
+        }
+    )
 }
 
 #[cfg(test)]
