@@ -1,7 +1,7 @@
 //! The `replay` scenario: publish a chat log, or a synthetic one, through the broker and check
 //! what every subscriber receives.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -482,17 +482,22 @@ fn print_summary(
 ) -> anyhow::Result<()> {
     let text = render_text(summary);
     let encoded = serde_json::to_string_pretty(summary).context("failed to encode summary")?;
-    if json {
-        eprint!("{text}");
-        println!("{encoded}");
-    } else {
-        print!("{text}");
-    }
+    // The file comes first, so a closed standard output (`| head`) cannot lose it.
     if let Some(path) = out {
         std::fs::write(path, format!("{encoded}\n"))
             .with_context(|| format!("failed to write summary to {}", path.display()))?;
     }
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    let written = if json {
+        eprint!("{text}");
+        writeln!(stdout, "{encoded}")
+    } else {
+        write!(stdout, "{text}")
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("failed to write the summary to standard output"),
+    }
 }
 
 #[cfg(test)]
