@@ -21,7 +21,7 @@ use crate::tls::{TlsConfigs, TlsStream};
 /// WebSocket subprotocol name for chorus protocol version 1.
 pub(crate) const WS_SUBPROTOCOL: &str = "chorus.v1";
 
-/// Which protocol a listener speaks.
+/// Protocol spoken by a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ListenerKind {
     Tcp,
@@ -139,7 +139,7 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// What a read produced.
+/// Outcome of a read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
     /// Bytes were appended to the buffer.
