@@ -154,7 +154,7 @@ pub enum FsyncMode {
     Never,
 }
 
-/// Why a configuration could not be loaded.
+/// Error from loading a configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {

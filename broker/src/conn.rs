@@ -13,7 +13,7 @@ use crate::auth::Session;
 use crate::topics::TopicState;
 use crate::transport::Transport;
 
-/// Where a connection is in its life.
+/// Stage of a connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Waiting for the client's preamble.
@@ -26,7 +26,7 @@ pub(crate) enum Phase {
     Closing,
 }
 
-/// How a subscription receives comments.
+/// Delivery mode of a subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
     /// Shared live batches are queued as they are committed.

@@ -55,7 +55,7 @@ pub(crate) enum WorkerMsg {
     },
 }
 
-/// How other threads reach one worker.
+/// Handle through which other threads reach one worker.
 #[derive(Debug)]
 pub(crate) struct WorkerHandle {
     tx: Mutex<Sender<WorkerMsg>>,
@@ -120,7 +120,7 @@ impl Shared {
     }
 }
 
-/// Why the broker could not start.
+/// Error that prevents the broker from starting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {

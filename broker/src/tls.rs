@@ -52,21 +52,21 @@ impl TlsConfig {
     }
 }
 
-/// Why TLS settings could not be loaded.
+/// Error that prevents loading the TLS settings.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
     /// A TLS listener is configured without a certificate or key file.
     #[error("tls.{0} is required when a TLS listener is configured")]
     Missing(&'static str),
-    /// A PEM file could not be read or holds nothing usable.
+    /// A PEM file could not be read or contains nothing usable.
     #[error("failed to load {what} from {path}: {reason}")]
     Load {
-        /// What the file should hold.
+        /// Contents the file should have, for the message.
         what: &'static str,
         /// Path of the file.
         path: PathBuf,
-        /// Why it failed.
+        /// Cause of the failure.
         reason: String,
     },
     /// `tls.min_version` is not "1.2" or "1.3".

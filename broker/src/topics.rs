@@ -64,7 +64,7 @@ pub(crate) struct TopicInner {
     pub(crate) relay: Option<RelayTopic>,
 }
 
-/// Where a new subscription starts and what the topic looks like at that moment.
+/// Position of a topic when a subscription starts: stream id, earliest offset and end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Position {
     pub(crate) stream: u64,
@@ -176,7 +176,7 @@ impl TopicInner {
     }
 }
 
-/// Why a comment could not be appended or committed.
+/// Error from appending or committing a comment.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LogError {
     /// The storage layer failed.

@@ -150,7 +150,7 @@ pub(crate) enum ReadOutcome {
     Closed,
 }
 
-/// Why a transport failed.
+/// Error of a transport.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TransportError {
     #[error(transparent)]
