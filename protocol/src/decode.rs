@@ -5,7 +5,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::error::{DecodeError, ErrorCode};
 use crate::event::Events;
 use crate::frame::{
-    frame_crc, kind, ErrorFrame, Frame, Hello, Publish, PublishAck, StartAt, Subscribe, Subscribed,
+    frame_crc, kind, AudienceEntry, Cap, ErrorFrame, Frame, Hello, ModAction, Moderate,
+    ModerateAck, Publish, PublishAck, React, RelayPublish, Skipped, StartAt, Subscribe, Subscribed,
     Welcome,
 };
 use crate::topic::Topic;
@@ -171,6 +172,77 @@ fn decode_body(frame_kind: u8, mut r: Reader) -> Result<Frame, DecodeError> {
             topic: r.str8("ERROR topic")?,
             message: r.str16("ERROR message")?,
         }),
+        kind::MODERATE => {
+            let seq = r.u64("MODERATE seq")?;
+            let action = r.u8("MODERATE action")?;
+            let topic = r.optional_topic("MODERATE topic")?;
+            let offset = r.u64("MODERATE offset")?;
+            let user = r.str8("MODERATE user")?;
+            let value = r.u64("MODERATE value")?;
+            let action = ModAction::from_parts(action, topic, offset, user, value)
+                .map_err(DecodeError::Malformed)?;
+            Frame::Moderate(Moderate { seq, action })
+        }
+        kind::MODERATE_ACK => Frame::ModerateAck(ModerateAck {
+            seq: r.u64("MODERATE_ACK seq")?,
+            code: ErrorCode::from_u16(r.u16("MODERATE_ACK code")?),
+        }),
+        kind::REACT => {
+            let topic = r.topic("REACT topic")?;
+            let kind = r.str8("REACT kind")?;
+            if kind.is_empty() || kind.len() > crate::frame::MAX_REACTION_KIND {
+                return Err(DecodeError::Malformed(
+                    "REACT kind is empty or longer than 32 bytes",
+                ));
+            }
+            let count = r.u32("REACT count")?;
+            if count == 0 {
+                return Err(DecodeError::Malformed("REACT count is 0"));
+            }
+            Frame::React(React { topic, kind, count })
+        }
+        kind::CAP => Frame::Cap(Cap {
+            topic: r.topic("CAP topic")?,
+            max_per_sec: r.u32("CAP max_per_sec")?,
+        }),
+        kind::SKIPPED => Frame::Skipped(Skipped {
+            topic: r.topic("SKIPPED topic")?,
+            count: r.u64("SKIPPED count")?,
+            through: r.u64("SKIPPED through")?,
+        }),
+        kind::AUDIENCE => {
+            let count = r.u32("AUDIENCE count")?;
+            // Each entry takes at least 10 bytes, so a count larger than the body allows is
+            // rejected before anything is allocated for it.
+            if count as usize > r.0.remaining() / 10 {
+                return Err(DecodeError::Malformed("AUDIENCE count runs past the body"));
+            }
+            let mut entries = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                entries.push(AudienceEntry {
+                    topic: r.topic("AUDIENCE topic")?,
+                    viewers: r.u64("AUDIENCE viewers")?,
+                });
+            }
+            Frame::Audience(entries)
+        }
+        kind::RELAY_PUBLISH => {
+            let seq = r.u64("RELAY_PUBLISH seq")?;
+            let topic = r.topic("RELAY_PUBLISH topic")?;
+            let user = r.str8("RELAY_PUBLISH user")?;
+            if user.is_empty() {
+                return Err(DecodeError::Malformed("RELAY_PUBLISH user is empty"));
+            }
+            let priority = r.bool("RELAY_PUBLISH priority")?;
+            let payload = r.bytes32("RELAY_PUBLISH payload")?;
+            Frame::RelayPublish(RelayPublish {
+                seq,
+                topic,
+                user,
+                priority,
+                payload,
+            })
+        }
         other => return Err(DecodeError::UnknownFrameType(other)),
     };
     if r.0.has_remaining() {
@@ -243,6 +315,16 @@ impl Reader {
     fn bytes32(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(field)? as usize;
         self.take(len, field)
+    }
+
+    /// Reads a str8 that is either empty or a valid topic name.
+    fn optional_topic(&mut self, field: &'static str) -> Result<Option<Topic>, DecodeError> {
+        let len = self.u8(field)? as usize;
+        if len == 0 {
+            return Ok(None);
+        }
+        let raw = self.take(len, field)?;
+        Ok(Some(Topic::from_bytes(&raw)?))
     }
 
     fn topic(&mut self, field: &'static str) -> Result<Topic, DecodeError> {

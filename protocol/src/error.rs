@@ -57,8 +57,20 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The session's token expired while the connection was open.
     TokenExpired,
-    /// The session's role or topic patterns do not allow the SUBSCRIBE or PUBLISH.
+    /// The session's role or topic patterns do not allow the request.
     Forbidden,
+    /// The publishing user is banned by a moderator.
+    Banned,
+    /// The user published faster than the per-user rate limit allows.
+    RateLimited,
+    /// The topic is in slow mode and the user's previous comment is too recent.
+    SlowMode,
+    /// The user published the same text to the topic within the duplicate window.
+    DuplicateComment,
+    /// The comment contains a word on the server's blocked list.
+    BlockedContent,
+    /// A moderation action named a comment that the topic does not keep.
+    CommentNotFound,
     /// A code this side does not know.
     Unknown(u16),
 }
@@ -90,6 +102,12 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 20,
             ErrorCode::TokenExpired => 21,
             ErrorCode::Forbidden => 22,
+            ErrorCode::Banned => 23,
+            ErrorCode::RateLimited => 24,
+            ErrorCode::SlowMode => 25,
+            ErrorCode::DuplicateComment => 26,
+            ErrorCode::BlockedContent => 27,
+            ErrorCode::CommentNotFound => 28,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -120,6 +138,12 @@ impl ErrorCode {
             20 => ErrorCode::Unauthenticated,
             21 => ErrorCode::TokenExpired,
             22 => ErrorCode::Forbidden,
+            23 => ErrorCode::Banned,
+            24 => ErrorCode::RateLimited,
+            25 => ErrorCode::SlowMode,
+            26 => ErrorCode::DuplicateComment,
+            27 => ErrorCode::BlockedContent,
+            28 => ErrorCode::CommentNotFound,
             other => ErrorCode::Unknown(other),
         }
     }
@@ -150,6 +174,12 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "UNAUTHENTICATED",
             ErrorCode::TokenExpired => "TOKEN_EXPIRED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Banned => "BANNED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::SlowMode => "SLOW_MODE",
+            ErrorCode::DuplicateComment => "DUPLICATE_COMMENT",
+            ErrorCode::BlockedContent => "BLOCKED_CONTENT",
+            ErrorCode::CommentNotFound => "COMMENT_NOT_FOUND",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }

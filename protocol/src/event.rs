@@ -11,6 +11,20 @@ use crate::error::DecodeError;
 use crate::frame::{begin_frame, finish_frame, kind, put_str8};
 use crate::topic::Topic;
 
+/// Bits of an entry's `flags` byte.
+pub mod flags {
+    /// The origin gave the comment priority: its publisher is a moderator, an admin or a host.
+    /// A capped subscription always delivers it.
+    pub const PRIORITY: u8 = 0x01;
+    /// The entry is a tombstone, not a comment: its payload is the 8-byte big-endian offset of
+    /// a deleted comment of the same topic, and its publisher is the moderator who deleted it.
+    pub const TOMBSTONE: u8 = 0x02;
+    /// The comment at this offset was deleted; its payload is empty.
+    pub const DELETED: u8 = 0x04;
+    /// Every bit defined so far; receivers ignore the others.
+    pub const KNOWN: u8 = PRIORITY | TOMBSTONE | DELETED;
+}
+
 /// Bytes of an entry before the publisher id: offset, time, flags and publisher length.
 pub const ENTRY_FIXED_LEN: usize = 8 + 8 + 1 + 1;
 
@@ -26,12 +40,23 @@ pub struct Event {
     pub offset: u64,
     /// Broker time at which the origin accepted the comment, in microseconds since the epoch.
     pub time_us: u64,
-    /// Entry flags; protocol version 1 defines none and senders set 0.
+    /// Entry flags, a combination of the bits in [`flags`].
     pub flags: u8,
     /// Publisher id, empty when the broker has none for the publisher.
     pub publisher: String,
     /// Comment payload, a slice of the received frame.
     pub payload: Bytes,
+}
+
+impl Event {
+    /// Returns the offset of the deleted comment when this entry is a tombstone.
+    pub fn tombstone_target(&self) -> Option<u64> {
+        if self.flags & flags::TOMBSTONE == 0 {
+            return None;
+        }
+        let bytes: [u8; 8] = self.payload.as_ref().try_into().ok()?;
+        Some(u64::from_be_bytes(bytes))
+    }
 }
 
 /// A decoded EVENTS frame: consecutive comments of one topic.

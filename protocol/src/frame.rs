@@ -31,6 +31,20 @@ pub mod kind {
     pub const PONG: u8 = 0x0a;
     /// ERROR: either direction.
     pub const ERROR: u8 = 0x0b;
+    /// MODERATE: client to server, a moderation action.
+    pub const MODERATE: u8 = 0x0c;
+    /// MODERATE_ACK: server to client, answer to MODERATE.
+    pub const MODERATE_ACK: u8 = 0x0d;
+    /// REACT: client to server, reactions to a topic.
+    pub const REACT: u8 = 0x0e;
+    /// CAP: client to server, caps the delivery rate of one subscription.
+    pub const CAP: u8 = 0x0f;
+    /// SKIPPED: server to client, how many comments a capped subscription did not deliver.
+    pub const SKIPPED: u8 = 0x10;
+    /// AUDIENCE: relay to upstream, subscriber counts per topic below the relay.
+    pub const AUDIENCE: u8 = 0x11;
+    /// RELAY_PUBLISH: relay to upstream, a publish on behalf of a verified user.
+    pub const RELAY_PUBLISH: u8 = 0x12;
 }
 
 /// One decoded frame.
@@ -59,6 +73,20 @@ pub enum Frame {
     Pong(u64),
     /// Reports an error.
     Error(ErrorFrame),
+    /// Asks for a moderation action.
+    Moderate(Moderate),
+    /// Answers a moderation action.
+    ModerateAck(ModerateAck),
+    /// Adds reactions to a topic.
+    React(React),
+    /// Caps the delivery rate of one subscription.
+    Cap(Cap),
+    /// Counts the comments a capped subscription did not deliver.
+    Skipped(Skipped),
+    /// Reports subscriber counts per topic below a relay.
+    Audience(Vec<AudienceEntry>),
+    /// Publishes on behalf of a user that a relay verified.
+    RelayPublish(RelayPublish),
 }
 
 /// Body of HELLO.
@@ -192,6 +220,163 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
+/// Body of MODERATE: a moderation action and the number that pairs it with its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moderate {
+    /// Client-chosen sequence number echoed in the MODERATE_ACK.
+    pub seq: u64,
+    /// What to do.
+    pub action: ModAction,
+}
+
+/// A moderation action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModAction {
+    /// Deletes one comment: its text leaves history and a tombstone entry tells subscribers.
+    DeleteComment {
+        /// Topic of the comment.
+        topic: Topic,
+        /// Offset of the comment.
+        offset: u64,
+    },
+    /// Bans a user from publishing anywhere, and optionally deletes their recent comments in
+    /// one topic.
+    Ban {
+        /// User id, as in the `sub` claim of the user's tokens.
+        user: String,
+        /// Topic and number of seconds back whose comments by the user are deleted too.
+        purge: Option<(Topic, u64)>,
+    },
+    /// Lifts a ban.
+    Unban {
+        /// User id.
+        user: String,
+    },
+    /// Sets the minimum interval between two comments of one user in a topic; 0 turns slow
+    /// mode off.
+    SlowMode {
+        /// Topic the setting applies to.
+        topic: Topic,
+        /// Minimum interval in milliseconds.
+        interval_ms: u64,
+    },
+}
+
+impl ModAction {
+    /// Wire values: action byte, topic (empty when none), offset, user, value.
+    fn parts(&self) -> (u8, &str, u64, &str, u64) {
+        match self {
+            ModAction::DeleteComment { topic, offset } => (1, topic.as_str(), *offset, "", 0),
+            ModAction::Ban { user, purge: None } => (2, "", 0, user, 0),
+            ModAction::Ban {
+                user,
+                purge: Some((topic, seconds)),
+            } => (2, topic.as_str(), 0, user, *seconds),
+            ModAction::Unban { user } => (3, "", 0, user, 0),
+            ModAction::SlowMode { topic, interval_ms } => (4, topic.as_str(), 0, "", *interval_ms),
+        }
+    }
+
+    /// Builds an action from its wire values, or names the rule they break.
+    pub(crate) fn from_parts(
+        action: u8,
+        topic: Option<Topic>,
+        offset: u64,
+        user: String,
+        value: u64,
+    ) -> Result<ModAction, &'static str> {
+        match (action, topic) {
+            (1, Some(topic)) if user.is_empty() && value == 0 => {
+                Ok(ModAction::DeleteComment { topic, offset })
+            }
+            (2, topic) if !user.is_empty() && offset == 0 => match (topic, value) {
+                (None, 0) => Ok(ModAction::Ban { user, purge: None }),
+                (Some(topic), seconds) if seconds > 0 => Ok(ModAction::Ban {
+                    user,
+                    purge: Some((topic, seconds)),
+                }),
+                _ => Err("MODERATE ban needs both a topic and a purge window, or neither"),
+            },
+            (3, None) if !user.is_empty() && offset == 0 && value == 0 => {
+                Ok(ModAction::Unban { user })
+            }
+            (4, Some(topic)) if user.is_empty() && offset == 0 => Ok(ModAction::SlowMode {
+                topic,
+                interval_ms: value,
+            }),
+            (1..=4, _) => Err("MODERATE fields do not fit its action"),
+            _ => Err("MODERATE action is unknown"),
+        }
+    }
+}
+
+/// Body of MODERATE_ACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModerateAck {
+    /// Sequence number of the MODERATE this answers.
+    pub seq: u64,
+    /// [`ErrorCode::Ok`] when the action was carried out, otherwise why it was not.
+    pub code: ErrorCode,
+}
+
+/// Longest reaction kind in bytes.
+pub const MAX_REACTION_KIND: usize = 32;
+
+/// Body of REACT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct React {
+    /// Topic the reactions are about.
+    pub topic: Topic,
+    /// Reaction kind, 1 to 32 bytes of UTF-8, such as `heart`.
+    pub kind: String,
+    /// Number of reactions: 1 from a viewer, a sum from a relay; never 0.
+    pub count: u32,
+}
+
+/// Body of CAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    /// Topic of the subscription to cap.
+    pub topic: Topic,
+    /// Most comments per second to deliver; 0 removes the cap.
+    pub max_per_sec: u32,
+}
+
+/// Body of SKIPPED.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Topic of the capped subscription.
+    pub topic: Topic,
+    /// Comments not delivered since the previous SKIPPED for this subscription.
+    pub count: u64,
+    /// Offset after the last comment this notice accounts for.
+    pub through: u64,
+}
+
+/// One topic of an AUDIENCE frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceEntry {
+    /// Topic.
+    pub topic: Topic,
+    /// Subscribers of the topic at the relay and below it.
+    pub viewers: u64,
+}
+
+/// Body of RELAY_PUBLISH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayPublish {
+    /// Sequence number echoed in the PUBLISH_ACK.
+    pub seq: u64,
+    /// Topic to publish to.
+    pub topic: Topic,
+    /// User id that the relay verified, stored as the comment's publisher; 1 to 255 bytes.
+    pub user: String,
+    /// Whether the user's token gives their comments priority.
+    pub priority: bool,
+    /// Comment payload.
+    pub payload: Bytes,
+}
+
 impl Frame {
     /// Returns the frame's type byte.
     pub fn kind(&self) -> u8 {
@@ -207,6 +392,13 @@ impl Frame {
             Frame::Ping(_) => kind::PING,
             Frame::Pong(_) => kind::PONG,
             Frame::Error(_) => kind::ERROR,
+            Frame::Moderate(_) => kind::MODERATE,
+            Frame::ModerateAck(_) => kind::MODERATE_ACK,
+            Frame::React(_) => kind::REACT,
+            Frame::Cap(_) => kind::CAP,
+            Frame::Skipped(_) => kind::SKIPPED,
+            Frame::Audience(_) => kind::AUDIENCE,
+            Frame::RelayPublish(_) => kind::RELAY_PUBLISH,
         }
     }
 
@@ -266,6 +458,48 @@ impl Frame {
                 dst.put_u8(u8::from(e.close));
                 put_str8(dst, &e.topic);
                 put_str16(dst, &e.message);
+            }
+            Frame::Moderate(m) => {
+                let (action, topic, offset, user, value) = m.action.parts();
+                dst.put_u64(m.seq);
+                dst.put_u8(action);
+                put_str8(dst, topic);
+                dst.put_u64(offset);
+                put_str8(dst, user);
+                dst.put_u64(value);
+            }
+            Frame::ModerateAck(a) => {
+                dst.put_u64(a.seq);
+                dst.put_u16(a.code.as_u16());
+            }
+            Frame::React(r) => {
+                put_str8(dst, r.topic.as_str());
+                put_str8(dst, &r.kind);
+                dst.put_u32(r.count);
+            }
+            Frame::Cap(c) => {
+                put_str8(dst, c.topic.as_str());
+                dst.put_u32(c.max_per_sec);
+            }
+            Frame::Skipped(s) => {
+                put_str8(dst, s.topic.as_str());
+                dst.put_u64(s.count);
+                dst.put_u64(s.through);
+            }
+            Frame::Audience(entries) => {
+                dst.put_u32(entries.len() as u32);
+                for entry in entries {
+                    put_str8(dst, entry.topic.as_str());
+                    dst.put_u64(entry.viewers);
+                }
+            }
+            Frame::RelayPublish(p) => {
+                dst.put_u64(p.seq);
+                put_str8(dst, p.topic.as_str());
+                put_str8(dst, &p.user);
+                dst.put_u8(u8::from(p.priority));
+                dst.put_u32(p.payload.len() as u32);
+                dst.put_slice(&p.payload);
             }
         }
         finish_frame(dst, start);

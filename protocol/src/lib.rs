@@ -23,7 +23,8 @@ pub use decode::{decode_frame, decode_preamble, Decoder};
 pub use error::{DecodeError, ErrorCode};
 pub use event::{Event, Events};
 pub use frame::{
-    ErrorFrame, Frame, Hello, Publish, PublishAck, StartAt, Subscribe, Subscribed, Welcome,
+    AudienceEntry, Cap, ErrorFrame, Frame, Hello, ModAction, Moderate, ModerateAck, Publish,
+    PublishAck, React, RelayPublish, Skipped, StartAt, Subscribe, Subscribed, Welcome,
 };
 pub use topic::{Topic, TopicError};
 
