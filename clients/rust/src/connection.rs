@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::{
-    preamble, DecodeError, ErrorCode, Frame, Hello, Publish, PublishAck, StartAt, Subscribe,
-    Subscribed, Topic, Welcome, VERSION,
+    preamble, Cap, DecodeError, ErrorCode, Frame, Hello, ModAction, Moderate, Publish, PublishAck,
+    React, StartAt, Subscribe, Subscribed, Topic, Welcome, VERSION,
 };
 
 use crate::split::{ConnectionReader, ConnectionWriter};
@@ -173,6 +173,61 @@ impl Connection {
     /// arrive through [`Connection::recv`].
     pub fn unsubscribe(&mut self, topic: &Topic) -> Result<(), ClientError> {
         self.writer.queue(&Frame::Unsubscribe(topic.clone()));
+        self.write_buffered(false)
+    }
+
+    /// Asks for a moderation action and waits for its MODERATE_ACK.
+    ///
+    /// Returns [`ClientError::Refused`] with the server's code when it does not carry the
+    /// action out, for example `FORBIDDEN` for a session that may not moderate. Other frames
+    /// that arrive meanwhile are kept for [`Connection::recv`].
+    pub fn moderate(&mut self, action: ModAction) -> Result<(), ClientError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.writer
+            .queue(&Frame::Moderate(Moderate { seq, action }));
+        self.write_buffered(false)?;
+        let deadline = self.deadline();
+        loop {
+            match self.read_next(deadline)? {
+                Frame::ModerateAck(ack) if ack.seq == seq => {
+                    if ack.code == ErrorCode::Ok {
+                        return Ok(());
+                    }
+                    return Err(ClientError::Refused {
+                        seq,
+                        code: ack.code,
+                    });
+                }
+                Frame::Error(e) if e.close => return Err(e.into()),
+                other => self.pending.push_back(other),
+            }
+        }
+    }
+
+    /// Sends `count` reactions of one kind to `topic`. The server does not answer; sessions
+    /// other than relays send a count of 1.
+    pub fn react(&mut self, topic: &Topic, kind: &str, count: u32) -> Result<(), ClientError> {
+        self.send(&Frame::React(React {
+            topic: topic.clone(),
+            kind: kind.to_owned(),
+            count,
+        }))
+    }
+
+    /// Caps the subscription to `topic` at `max_per_sec` comments a second; 0 removes the cap.
+    /// The server then sends SKIPPED frames counting the comments it leaves out.
+    pub fn cap(&mut self, topic: &Topic, max_per_sec: u32) -> Result<(), ClientError> {
+        self.send(&Frame::Cap(Cap {
+            topic: topic.clone(),
+            max_per_sec,
+        }))
+    }
+
+    /// Sends any frame at once, without waiting for an answer. Answers come back through
+    /// [`Connection::recv`].
+    pub fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        self.writer.queue(frame);
         self.write_buffered(false)
     }
 

@@ -49,6 +49,15 @@ pub enum ClientError {
         code: ErrorCode,
     },
 
+    /// The server refused a moderation action.
+    #[error("moderation action {seq} refused by the server: {code}")]
+    Refused {
+        /// Sequence number of the refused action.
+        seq: u64,
+        /// Reason for the refusal.
+        code: ErrorCode,
+    },
+
     /// The server closed the connection.
     #[error("connection closed by the server")]
     Closed,
