@@ -81,6 +81,11 @@ impl Worker {
             (Phase::Ready, Frame::Publish(publish)) => self.on_publish(token, publish),
             (Phase::Ready, Frame::Subscribe(subscribe)) => self.on_subscribe(token, subscribe),
             (Phase::Ready, Frame::Unsubscribe(topic)) => self.on_unsubscribe(token, &topic),
+            (Phase::Ready, Frame::Moderate(moderate)) => self.on_moderate(token, moderate),
+            (Phase::Ready, Frame::RelayPublish(publish)) => self.on_relay_publish(token, publish),
+            (Phase::Ready, Frame::React(react)) => self.on_react(token, react),
+            (Phase::Ready, Frame::Audience(entries)) => self.on_audience(token, entries),
+            (Phase::Ready, Frame::Cap(cap)) => self.on_cap(token, cap),
             (Phase::Ready, Frame::Ping(nonce)) => self.send(token, &Frame::Pong(nonce)),
             (Phase::Ready, Frame::Pong(_)) => {}
             (Phase::Ready, Frame::Error(e)) => {

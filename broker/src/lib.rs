@@ -8,13 +8,16 @@
 //! subscribers, forwards publishes upstream, and serves resumes from a cache of recent comments.
 
 pub mod admin;
+mod audience;
 pub mod auth;
+mod capped;
 pub mod cli;
 pub mod config;
 mod conn;
 mod delivery;
 mod handler;
 mod metrics;
+mod moderation;
 mod relay;
 mod retention;
 pub mod server;
