@@ -2,9 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::{
-    decode_frame, decode_preamble, DecodeError, Decoder, ErrorCode, ErrorFrame, Event, Events,
-    Frame, Hello, Publish, PublishAck, StartAt, Subscribe, Subscribed, Topic, Welcome,
-    DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode_frame, decode_preamble, frame::kind, frame::MAX_REACTION_KIND, AudienceEntry, Cap,
+    DecodeError, Decoder, ErrorCode, ErrorFrame, Event, Events, Frame, Hello, ModAction, Moderate,
+    ModerateAck, Publish, PublishAck, React, RelayPublish, Skipped, StartAt, Subscribe, Subscribed,
+    Topic, Welcome, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
@@ -175,6 +176,72 @@ fn error_frame() -> impl Strategy<Value = Frame> {
     })
 }
 
+/// Nonempty UTF-8 text that fits a str8 field, for user ids.
+fn user() -> BoxedStrategy<String> {
+    regex("(?s).{1,63}")
+}
+
+/// Every moderation action, with field values that fit the action table.
+fn mod_action() -> impl Strategy<Value = ModAction> {
+    prop_oneof![
+        (topic(), any::<u64>())
+            .prop_map(|(topic, offset)| ModAction::DeleteComment { topic, offset }),
+        (user(), prop::option::of((topic(), 1..=u64::MAX)))
+            .prop_map(|(user, purge)| ModAction::Ban { user, purge }),
+        user().prop_map(|user| ModAction::Unban { user }),
+        (topic(), any::<u64>())
+            .prop_map(|(topic, interval_ms)| ModAction::SlowMode { topic, interval_ms }),
+    ]
+}
+
+fn moderate() -> impl Strategy<Value = Frame> {
+    (any::<u64>(), mod_action()).prop_map(|(seq, action)| Frame::Moderate(Moderate { seq, action }))
+}
+
+/// Reaction kinds of 1 to 32 bytes: up to 8 characters of at most 4 bytes each.
+fn reaction_kind() -> BoxedStrategy<String> {
+    regex("(?s).{1,8}")
+        .prop_filter("kind fits 32 bytes", |kind| kind.len() <= MAX_REACTION_KIND)
+        .boxed()
+}
+
+fn relay_or_moderation_frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        moderate(),
+        (any::<u64>(), error_code())
+            .prop_map(|(seq, code)| Frame::ModerateAck(ModerateAck { seq, code })),
+        (topic(), reaction_kind(), 1..=u32::MAX)
+            .prop_map(|(topic, kind, count)| Frame::React(React { topic, kind, count })),
+        (topic(), any::<u32>())
+            .prop_map(|(topic, max_per_sec)| Frame::Cap(Cap { topic, max_per_sec })),
+        (topic(), any::<u64>(), any::<u64>()).prop_map(|(topic, count, through)| {
+            Frame::Skipped(Skipped {
+                topic,
+                count,
+                through,
+            })
+        }),
+        vec((topic(), any::<u64>()), 0..6).prop_map(|entries| {
+            let entries = entries
+                .into_iter()
+                .map(|(topic, viewers)| AudienceEntry { topic, viewers })
+                .collect();
+            Frame::Audience(entries)
+        }),
+        (any::<u64>(), topic(), user(), any::<bool>(), payload()).prop_map(
+            |(seq, topic, user, priority, payload)| {
+                Frame::RelayPublish(RelayPublish {
+                    seq,
+                    topic,
+                    user,
+                    priority,
+                    payload,
+                })
+            }
+        ),
+    ]
+}
+
 /// Any frame of any type, with arbitrary field values that fit their encodings.
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
@@ -189,6 +256,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         error_frame(),
+        relay_or_moderation_frame(),
     ]
 }
 
@@ -294,7 +362,7 @@ proptest! {
     /// The encoding is canonical: whatever decodes re-encodes to the bytes it came from.
     #[test]
     fn arbitrary_body_with_valid_crc_never_panics(
-        kind in 0u8..=12,
+        kind in 0u8..=kind::RELAY_PUBLISH + 1,
         body in vec(any::<u8>(), 0..200),
     ) {
         let raw = raw_frame(kind, &body);

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::{
-    decode_frame, decode_preamble, frame::kind, Decoder, ErrorCode, ErrorFrame, Event, Events,
-    Frame, Hello, Publish, PublishAck, StartAt, Subscribe, Subscribed, Topic, Welcome,
-    DEFAULT_MAX_FRAME,
+    decode_frame, decode_preamble, frame::kind, AudienceEntry, Cap, Decoder, ErrorCode, ErrorFrame,
+    Event, Events, Frame, Hello, ModAction, Moderate, ModerateAck, Publish, PublishAck, React,
+    RelayPublish, Skipped, StartAt, Subscribe, Subscribed, Topic, Welcome, DEFAULT_MAX_FRAME,
 };
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 const VECTOR_FILES: [&str; 3] = ["invalid.json", "preamble.json", "valid.json"];
 
 /// Highest error code that version 1 names.
-const LAST_NAMED_CODE: u16 = 22;
+const LAST_NAMED_CODE: u16 = 28;
 
 /// Upper bound on frames decoded from one vector, so a decoder bug cannot loop forever.
 const MAX_FRAMES_PER_VECTOR: usize = 16;
@@ -138,6 +138,49 @@ enum FrameJson {
         topic: String,
         message: String,
     },
+    Moderate {
+        seq: U64,
+        action: u8,
+        topic: String,
+        offset: U64,
+        user: String,
+        value: U64,
+    },
+    ModerateAck {
+        seq: U64,
+        code: CodeJson,
+    },
+    React {
+        topic: String,
+        kind: String,
+        count: u32,
+    },
+    Cap {
+        topic: String,
+        max_per_sec: u32,
+    },
+    Skipped {
+        topic: String,
+        count: U64,
+        through: U64,
+    },
+    Audience {
+        entries: Vec<AudienceJson>,
+    },
+    RelayPublish {
+        seq: U64,
+        topic: String,
+        user: String,
+        priority: bool,
+        payload: Hex,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AudienceJson {
+    topic: String,
+    viewers: U64,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +284,47 @@ impl EventJson {
     }
 }
 
+/// Builds the action that MODERATE's wire fields describe, panicking on fields that break the
+/// action table of `PROTOCOL.md`, since valid vectors must follow it.
+fn mod_action(action: u8, topic_name: &str, offset: u64, user: &str, value: u64) -> ModAction {
+    let context = format!("action {action}, topic {topic_name:?}, offset {offset}, user {user:?}");
+    match action {
+        1 => {
+            assert!(user.is_empty(), "{context}");
+            assert_eq!(value, 0, "{context}");
+            ModAction::DeleteComment {
+                topic: topic(topic_name),
+                offset,
+            }
+        }
+        2 => {
+            assert_eq!(offset, 0, "{context}");
+            let purge = (!topic_name.is_empty()).then(|| (topic(topic_name), value));
+            ModAction::Ban {
+                user: user.to_owned(),
+                purge,
+            }
+        }
+        3 => {
+            assert!(topic_name.is_empty(), "{context}");
+            assert_eq!(offset, 0, "{context}");
+            assert_eq!(value, 0, "{context}");
+            ModAction::Unban {
+                user: user.to_owned(),
+            }
+        }
+        4 => {
+            assert!(user.is_empty(), "{context}");
+            assert_eq!(offset, 0, "{context}");
+            ModAction::SlowMode {
+                topic: topic(topic_name),
+                interval_ms: value,
+            }
+        }
+        _ => panic!("valid vector has unknown MODERATE action: {context}"),
+    }
+}
+
 impl FrameJson {
     fn to_frame(&self) -> Frame {
         match self {
@@ -332,6 +416,76 @@ impl FrameJson {
                 topic: topic.clone(),
                 message: message.clone(),
             }),
+            other => other.relay_or_moderation_frame(),
+        }
+    }
+
+    /// Builds the frames of types 0x0c to 0x12.
+    fn relay_or_moderation_frame(&self) -> Frame {
+        match self {
+            FrameJson::Moderate {
+                seq,
+                action,
+                topic: name,
+                offset,
+                user,
+                value,
+            } => Frame::Moderate(Moderate {
+                seq: seq.0,
+                action: mod_action(*action, name, offset.0, user, value.0),
+            }),
+            FrameJson::ModerateAck { seq, code } => Frame::ModerateAck(ModerateAck {
+                seq: seq.0,
+                code: code.to_code(),
+            }),
+            FrameJson::React {
+                topic: name,
+                kind,
+                count,
+            } => Frame::React(React {
+                topic: topic(name),
+                kind: kind.clone(),
+                count: *count,
+            }),
+            FrameJson::Cap {
+                topic: name,
+                max_per_sec,
+            } => Frame::Cap(Cap {
+                topic: topic(name),
+                max_per_sec: *max_per_sec,
+            }),
+            FrameJson::Skipped {
+                topic: name,
+                count,
+                through,
+            } => Frame::Skipped(Skipped {
+                topic: topic(name),
+                count: count.0,
+                through: through.0,
+            }),
+            FrameJson::Audience { entries } => Frame::Audience(
+                entries
+                    .iter()
+                    .map(|entry| AudienceEntry {
+                        topic: topic(&entry.topic),
+                        viewers: entry.viewers.0,
+                    })
+                    .collect(),
+            ),
+            FrameJson::RelayPublish {
+                seq,
+                topic: name,
+                user,
+                priority,
+                payload,
+            } => Frame::RelayPublish(RelayPublish {
+                seq: seq.0,
+                topic: topic(name),
+                user: user.clone(),
+                priority: *priority,
+                payload: Bytes::from(payload.0.clone()),
+            }),
+            _ => unreachable!("to_frame handles the frame types 0x01 to 0x0b"),
         }
     }
 }
@@ -515,9 +669,14 @@ fn valid_vectors_cover_every_frame_type() {
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
-    assert_eq!(kinds, (kind::HELLO..=kind::ERROR).collect::<Vec<u8>>());
+    assert_eq!(
+        kinds,
+        (kind::HELLO..=kind::RELAY_PUBLISH).collect::<Vec<u8>>()
+    );
 }
 
+/// Every named code appears in a valid ERROR, PUBLISH_ACK or MODERATE_ACK vector. Codes 23 to
+/// 28 travel only in acknowledgements, so their vectors are PUBLISH_ACK and MODERATE_ACK frames.
 #[test]
 fn valid_vectors_cover_every_error_code() {
     let file = load::<ValidVector>("valid.json");
@@ -526,6 +685,8 @@ fn valid_vectors_cover_every_error_code() {
         .iter()
         .filter_map(|v| match v.frame.to_frame() {
             Frame::Error(e) => Some(e.code.as_u16()),
+            Frame::PublishAck(ack) => Some(ack.code.as_u16()),
+            Frame::ModerateAck(ack) => Some(ack.code.as_u16()),
             _ => None,
         })
         .filter(|&code| code <= LAST_NAMED_CODE)
@@ -692,6 +853,13 @@ fn spec_frame_type_table_matches_kinds() {
         (kind::PING, "PING"),
         (kind::PONG, "PONG"),
         (kind::ERROR, "ERROR"),
+        (kind::MODERATE, "MODERATE"),
+        (kind::MODERATE_ACK, "MODERATE_ACK"),
+        (kind::REACT, "REACT"),
+        (kind::CAP, "CAP"),
+        (kind::SKIPPED, "SKIPPED"),
+        (kind::AUDIENCE, "AUDIENCE"),
+        (kind::RELAY_PUBLISH, "RELAY_PUBLISH"),
     ]
     .iter()
     .map(|(byte, name)| (format!("0x{byte:02x}"), (*name).to_owned()))

@@ -26,6 +26,9 @@ BUILD_TIMEOUT = 900.0
 # The client listener's log line; the admin endpoint logs "admin listening addr=..." too.
 _LISTENING = re.compile(r"(?<!admin )listening addr=(\S+):(\d+)")
 
+# The log line of a TLS listener for protocol clients, from a [tls] listen address.
+_TLS_LISTENING = re.compile(r"listening with TLS addr=(\S+):(\d+)")
+
 
 def find_chorusd() -> Path:
     """Return the chorusd binary: $CHORUSD, else target/debug/chorusd, built if missing.
@@ -83,6 +86,7 @@ class Chorusd:
         self._process: Optional[subprocess.Popen[str]] = None
         self._log_lock = threading.Lock()
         self._listening = threading.Event()
+        self._tls_listening = threading.Event()
 
     def start(self, port: int = 0) -> None:
         """Start the broker on ``port`` (0 for any free one) and wait until it listens."""
@@ -102,6 +106,7 @@ class Chorusd:
             # Its default port is fixed, which would keep brokers from running side by side.
             command += ["--admin-listen", f"{self.host}:0"]
         self._listening.clear()
+        self._tls_listening.clear()
         self._process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
@@ -113,6 +118,20 @@ class Chorusd:
         with self._log_lock:
             found = [m for m in map(_LISTENING.search, self.log) if m is not None]
         self.port = int(found[0].group(2))
+
+    def tls_port(self) -> int:
+        """Return the port of the first TLS listener, waiting until the broker logs it.
+
+        The TLS listeners are bound right after the plain one, so the wait is short. It fails
+        after START_TIMEOUT when the configuration has no ``[tls] listen`` address.
+        """
+        if not self._tls_listening.wait(START_TIMEOUT):
+            raise RuntimeError(
+                f"chorusd logged no TLS listener in {START_TIMEOUT} s:\n{self.tail()}"
+            )
+        with self._log_lock:
+            found = [m for m in map(_TLS_LISTENING.search, self.log) if m is not None]
+        return int(found[0].group(2))
 
     def stop(self) -> None:
         """Send SIGTERM to the broker's PID and wait for it to exit; SIGKILL if it does not."""
@@ -152,3 +171,5 @@ class Chorusd:
                 self.log.append(line.rstrip("\n"))
             if _LISTENING.search(line):
                 self._listening.set()
+            if _TLS_LISTENING.search(line):
+                self._tls_listening.set()

@@ -13,9 +13,15 @@ from chorus.protocol import (
     DEFAULT_MAX_FRAME,
     PREAMBLE,
     U64_MAX,
+    Audience,
+    AudienceEntry,
     BadCrc,
     BadPreamble,
+    Ban,
+    Cap,
+    DeleteComment,
     Earliest,
+    EntryFlag,
     ErrorCode,
     ErrorFrame,
     Event,
@@ -28,15 +34,23 @@ from chorus.protocol import (
     Last,
     Latest,
     MalformedFrame,
+    Moderate,
+    ModerateAck,
+    ModerationAction,
     Offset,
     Ping,
     Pong,
     ProtocolError,
     Publish,
     PublishAck,
+    React,
+    RelayPublish,
     Since,
+    Skipped,
+    SlowMode,
     Subscribe,
     Subscribed,
+    Unban,
     Unsubscribe,
     Welcome,
     decode_frame,
@@ -139,6 +153,95 @@ def test_encode_rejects_unordered_events() -> None:
 def test_encode_rejects_non_frame() -> None:
     with pytest.raises(MalformedFrame):
         encode("PING")  # type: ignore[arg-type]
+
+
+def test_event_flags_read_as_properties() -> None:
+    priority = Event(1, 0, EntryFlag.PRIORITY, "host", b"hi")
+    assert priority.is_priority
+    assert not priority.is_tombstone
+    assert not priority.is_deleted
+    assert priority.tombstone_target is None
+
+
+def test_deleted_event_is_deleted() -> None:
+    deleted = Event(5, 0, EntryFlag.DELETED, "u-81", b"")
+    assert deleted.is_deleted
+    assert not deleted.is_tombstone
+    assert deleted.tombstone_target is None
+
+
+def test_tombstone_names_its_target() -> None:
+    tombstone = Event(9, 0, EntryFlag.TOMBSTONE, "mod-3", (1042).to_bytes(8, "big"))
+    assert tombstone.is_tombstone
+    assert tombstone.tombstone_target == 1042
+
+
+def test_tombstone_target_keeps_u64_max() -> None:
+    tombstone = Event(9, 0, EntryFlag.TOMBSTONE, "m", U64_MAX.to_bytes(8, "big"))
+    assert tombstone.tombstone_target == U64_MAX
+
+
+def test_tombstone_with_short_payload_has_no_target() -> None:
+    assert Event(9, 0, EntryFlag.TOMBSTONE, "m", b"\x00" * 7).tombstone_target is None
+
+
+def test_unknown_flag_bits_are_ignored() -> None:
+    event = Event(1, 0, 0xF8, "", b"x")
+    assert not event.is_priority
+    assert not event.is_tombstone
+    assert not event.is_deleted
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        Ban("u-81", "live/final", 0),
+        Ban("u-81", None, 300),
+        Ban(""),
+        Unban(""),
+        DeleteComment("", 5),
+        SlowMode("", 1000),
+    ],
+    ids=repr,
+)
+def test_encode_rejects_action_outside_table(action: ModerationAction) -> None:
+    with pytest.raises((MalformedFrame, InvalidTopic)):
+        encode(Moderate(1, action))
+
+
+def test_encode_rejects_unknown_action() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(Moderate(1, "delete"))  # type: ignore[arg-type]
+
+
+def test_ban_with_empty_purge_topic_is_plain_ban() -> None:
+    assert encode(Moderate(1, Ban("u", "", 0))) == encode(Moderate(1, Ban("u")))
+
+
+@pytest.mark.parametrize("kind", ["", "k" * 33, "\u00e9" * 17])
+def test_encode_rejects_reaction_kind_length(kind: str) -> None:
+    with pytest.raises(MalformedFrame):
+        encode(React("t", kind, 1))
+
+
+def test_encode_accepts_32_byte_reaction_kind() -> None:
+    frame = React("t", "\u00e9" * 16, 1)
+    assert decode_frame(encode(frame))[0] == frame
+
+
+def test_encode_rejects_zero_reactions() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(React("t", "heart", 0))
+
+
+def test_encode_rejects_relay_publish_without_user() -> None:
+    with pytest.raises(MalformedFrame):
+        encode(RelayPublish(1, "t", "", False, b"x"))
+
+
+def test_audience_compares_equal_from_list_or_tuple() -> None:
+    entries = [AudienceEntry("t", 1)]
+    assert Audience(entries) == Audience(tuple(entries))
 
 
 def test_unknown_error_code_stays_int() -> None:
@@ -259,6 +362,17 @@ def event_batches(draw: st.DrawFn) -> Events:
     return Events(draw(topics), draw(u64), entries)
 
 
+user_ids = st.text(min_size=1, max_size=40)
+moderation_actions = st.one_of(
+    st.builds(DeleteComment, topics, u64),
+    st.builds(Ban, user_ids),
+    st.builds(Ban, user_ids, topics, st.integers(1, U64_MAX)),
+    st.builds(Unban, user_ids),
+    st.builds(SlowMode, topics, u64),
+)
+# Up to 8 characters of at most 4 UTF-8 bytes each, so a kind never exceeds 32 bytes.
+reaction_kinds = st.text(min_size=1, max_size=8)
+
 frames = st.one_of(
     st.builds(Hello, u16, u32, text8, st.text(max_size=300)),
     st.builds(Welcome, u16, u32, text8, u32, u32),
@@ -271,6 +385,13 @@ frames = st.one_of(
     st.builds(Ping, u64),
     st.builds(Pong, u64),
     st.builds(ErrorFrame, u16.map(error_code), st.booleans(), text8, st.text(max_size=300)),
+    st.builds(Moderate, u64, moderation_actions),
+    st.builds(ModerateAck, u64, u16.map(error_code)),
+    st.builds(React, topics, reaction_kinds, st.integers(1, 2**32 - 1)),
+    st.builds(Cap, topics, u32),
+    st.builds(Skipped, topics, u64, u64),
+    st.builds(Audience, st.lists(st.builds(AudienceEntry, topics, u64), max_size=5)),
+    st.builds(RelayPublish, u64, topics, user_ids, st.booleans(), st.binary(max_size=100)),
 )
 
 

@@ -14,6 +14,11 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from chorus.protocol import (
+    Audience,
+    AudienceEntry,
+    Ban,
+    Cap,
+    DeleteComment,
     Earliest,
     ErrorCode,
     ErrorFrame,
@@ -21,20 +26,29 @@ from chorus.protocol import (
     Events,
     Frame,
     FrameDecoder,
+    FrameType,
     Hello,
     Last,
     Latest,
+    Moderate,
+    ModerateAck,
+    ModerationAction,
     Offset,
     Ping,
     Pong,
     ProtocolError,
     Publish,
     PublishAck,
+    React,
+    RelayPublish,
     Since,
+    Skipped,
+    SlowMode,
     StartAt,
     Subscribe,
     Subscribed,
     TruncatedFrame,
+    Unban,
     Unsubscribe,
     Welcome,
     decode_frame,
@@ -104,6 +118,29 @@ def event(value: Dict[str, Any]) -> Event:
     )
 
 
+def moderation_action(f: Dict[str, Any]) -> ModerationAction:
+    """Build the action of a MODERATE object from its wire fields, following the action table."""
+    action, topic, offset, user, value = (
+        f["action"],
+        f["topic"],
+        u64(f["offset"]),
+        f["user"],
+        u64(f["value"]),
+    )
+    if action == 1:
+        assert (user, value) == ("", 0), f
+        return DeleteComment(topic, offset)
+    if action == 2:
+        assert offset == 0, f
+        return Ban(user, topic or None, value)
+    if action == 3:
+        assert (topic, offset, value) == ("", 0, 0), f
+        return Unban(user)
+    assert action == 4, f
+    assert (offset, user) == (0, ""), f
+    return SlowMode(topic, value)
+
+
 def frame_from_json(f: Dict[str, Any]) -> Frame:
     """Build the frame that a valid.json ``frame`` object describes."""
     kind = f["type"]
@@ -131,8 +168,31 @@ def frame_from_json(f: Dict[str, Any]) -> Frame:
         return Ping(u64(f["nonce"]))
     if kind == "PONG":
         return Pong(u64(f["nonce"]))
-    assert kind == "ERROR", kind
-    return ErrorFrame(code(f["code"]), f["close"], f["topic"], f["message"])
+    if kind == "ERROR":
+        return ErrorFrame(code(f["code"]), f["close"], f["topic"], f["message"])
+    return relay_or_moderation_frame(f)
+
+
+def relay_or_moderation_frame(f: Dict[str, Any]) -> Frame:
+    """Build a frame of the types 0x0c to 0x12 from its valid.json object."""
+    kind = f["type"]
+    if kind == "MODERATE":
+        return Moderate(u64(f["seq"]), moderation_action(f))
+    if kind == "MODERATE_ACK":
+        return ModerateAck(u64(f["seq"]), code(f["code"]))
+    if kind == "REACT":
+        return React(f["topic"], f["kind"], f["count"])
+    if kind == "CAP":
+        return Cap(f["topic"], f["max_per_sec"])
+    if kind == "SKIPPED":
+        return Skipped(f["topic"], u64(f["count"]), u64(f["through"]))
+    if kind == "AUDIENCE":
+        entries = [AudienceEntry(e["topic"], u64(e["viewers"])) for e in f["entries"]]
+        return Audience(entries)
+    assert kind == "RELAY_PUBLISH", kind
+    return RelayPublish(
+        u64(f["seq"]), f["topic"], f["user"], f["priority"], bytes.fromhex(f["payload"])
+    )
 
 
 def decode_in_pieces(data: bytes, size: int, limit: int) -> List[Frame]:
@@ -165,7 +225,18 @@ def first_failure(data: bytes, limit: int, piece: Optional[int] = None) -> Optio
 
 def test_vector_files_cover_every_frame_type() -> None:
     kinds = {v["frame"]["type"] for v in VALID["vectors"]}
-    assert len(kinds) == 11
+    assert kinds == {t.name for t in FrameType}
+
+
+def test_vector_files_cover_every_error_code() -> None:
+    frames = [frame_from_json(v["frame"]) for v in VALID["vectors"]]
+    codes = {f.code for f in frames if isinstance(f, (ErrorFrame, PublishAck, ModerateAck))}
+    assert set(ErrorCode) <= codes
+
+
+def test_vector_files_cover_every_moderation_action() -> None:
+    actions = {v["frame"]["action"] for v in VALID["vectors"] if v["frame"]["type"] == "MODERATE"}
+    assert actions == {1, 2, 3, 4}
 
 
 @pytest.mark.parametrize("vector", params(VALID))

@@ -6,22 +6,26 @@ import asyncio
 import itertools
 import logging
 import random
+import ssl
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Optional, Union
+from typing import Any, Deque, Dict, Optional, Tuple, Union
 
 from .errors import (
     ConnectError,
     ConnectionClosed,
     ConnectTimeout,
+    ModerationRejected,
     PayloadTooLarge,
     PublishRejected,
     ServerError,
+    TlsError,
 )
 from .protocol import (
     DEFAULT_MAX_FRAME,
     PREAMBLE,
     VERSION,
+    Cap,
     ErrorCode,
     ErrorFrame,
     Events,
@@ -29,11 +33,16 @@ from .protocol import (
     FrameDecoder,
     Hello,
     Latest,
+    Moderate,
+    ModerateAck,
+    ModerationAction,
     Ping,
     Pong,
     ProtocolError,
     Publish,
     PublishAck,
+    React,
+    Skipped,
     StartAt,
     Subscribe,
     Subscribed,
@@ -45,6 +54,7 @@ from .protocol import (
     validate_topic,
 )
 from .subscription import Subscription
+from .tls import TlsOptions, handshake_error, is_tls_record, server_hostname, ssl_context
 from .version import __version__
 
 log = logging.getLogger("chorus")
@@ -79,42 +89,52 @@ async def connect(
     connect_timeout: float = 5.0,
     max_frame: int = DEFAULT_MAX_FRAME,
     max_buffered: int = DEFAULT_MAX_BUFFERED,
+    tls: Optional[TlsOptions] = None,
 ) -> Connection:
     """Open a connection, exchange preambles, send HELLO and wait for WELCOME.
 
-    ``connect_timeout`` (seconds) bounds the TCP connection and the handshake together.
-    ``max_frame`` is the largest frame body the client accepts, announced in HELLO.
-    ``max_buffered`` is the number of comments each subscription buffers (see
-    :class:`~chorus.Subscription`).
+    ``connect_timeout`` (seconds) bounds the TCP connection, the TLS handshake and the chorus
+    handshake together. ``max_frame`` is the largest frame body the client accepts, announced
+    in HELLO. ``max_buffered`` is the number of comments each subscription buffers (see
+    :class:`~chorus.Subscription`). ``tls`` connects over TLS with those settings; ``None``
+    connects over plain TCP.
 
     Raises :class:`~chorus.errors.ConnectError` when no TCP connection opens,
     :class:`~chorus.errors.ConnectTimeout` when the time runs out,
-    :class:`~chorus.errors.ServerError` when the server answers HELLO with ERROR, and a
-    :class:`~chorus.protocol.ProtocolError` when the server does not speak protocol version 1
-    or ``client_name`` or ``token`` is too long (255 and 65,535 UTF-8 bytes).
+    :class:`~chorus.errors.TlsError` when a TLS file cannot be loaded, the TLS handshake fails
+    or only one side uses TLS, :class:`~chorus.errors.ServerError` when the server answers HELLO
+    with ERROR, and a :class:`~chorus.protocol.ProtocolError` when the server does not speak
+    protocol version 1 or ``client_name`` or ``token`` is too long (255 and 65,535 UTF-8 bytes).
     """
     hello = encode(Hello(VERSION, max_frame, client_name, token))
+    address = f"{host}:{port}"
+    # Built before connecting, so that an unreadable certificate file fails without a connection.
+    context = ssl_context(tls, address) if tls is not None else None
+    name = server_hostname(tls, host) if tls is not None else None
     try:
         return await asyncio.wait_for(
-            _open(host, port, hello, max_frame, max_buffered), connect_timeout
+            _open(host, port, hello, max_frame, max_buffered, context, name), connect_timeout
         )
     except asyncio.TimeoutError:
         raise ConnectTimeout(
-            f"connecting to {host}:{port} did not finish within {connect_timeout} s"
+            f"connecting to {address} did not finish within {connect_timeout} s"
         ) from None
 
 
 async def _open(
-    host: str, port: int, hello: bytes, max_frame: int, max_buffered: int
+    host: str,
+    port: int,
+    hello: bytes,
+    max_frame: int,
+    max_buffered: int,
+    context: Optional[ssl.SSLContext],
+    name: Optional[str],
 ) -> Connection:
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as e:
-        raise ConnectError(host, port, e.strerror or str(e)) from e
+    reader, writer = await _open_stream(host, port, context, name)
     try:
         writer.write(PREAMBLE + hello)
         decoder = FrameDecoder(max_frame, expect_preamble=True)
-        welcome = await _read_welcome(reader, writer, decoder)
+        welcome = await _read_welcome(reader, writer, decoder, f"{host}:{port}", context is None)
     except BaseException:
         writer.close()
         raise
@@ -128,8 +148,36 @@ async def _open(
     return Connection(reader, writer, decoder, welcome, max_buffered)
 
 
+async def _open_stream(
+    host: str, port: int, context: Optional[ssl.SSLContext], name: Optional[str]
+) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the TCP connection, and run the TLS handshake when ``context`` is set."""
+    try:
+        if context is None:
+            return await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=context, server_hostname=name
+        )
+    except ssl.SSLError as e:
+        raise handshake_error(e, f"{host}:{port}") from e
+    except OSError as e:
+        raise ConnectError(host, port, e.strerror or str(e)) from e
+    log.debug(
+        "TLS handshake with %s:%d done: %s, ALPN %s",
+        host,
+        port,
+        writer.get_extra_info("ssl_object").version(),
+        writer.get_extra_info("ssl_object").selected_alpn_protocol(),
+    )
+    return reader, writer
+
+
 async def _read_welcome(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    decoder: FrameDecoder,
+    address: str,
+    plaintext: bool,
 ) -> Welcome:
     """Read the server's preamble and frames until WELCOME, answering PING on the way."""
     while True:
@@ -147,10 +195,21 @@ async def _read_welcome(
                 continue
             raise UnexpectedFrame(f"{type(frame).__name__} frame before WELCOME")
         data = await _read(reader)
+        if plaintext and decoder.version is None and decoder.buffered == 0 and data:
+            _check_not_tls(data[0], address)
         if not data:
             decoder.end_of_stream()
             raise ConnectionClosed("server closed the connection during the handshake")
         decoder.feed(data)
+
+
+def _check_not_tls(first_byte: int, address: str) -> None:
+    """Raise TlsError when a plaintext connection's first byte from the server starts TLS."""
+    if is_tls_record(first_byte):
+        raise TlsError(
+            f"the server at {address} responded with TLS instead of the chorus preamble, so the "
+            "port expects TLS: connect with tls=chorus.TlsOptions(...)"
+        )
 
 
 async def _read(reader: asyncio.StreamReader) -> bytes:
@@ -196,6 +255,7 @@ class Connection:
         self._seqs = itertools.count(1)
         self._acks: Dict[int, asyncio.Future[Ack]] = {}
         self._ack_topics: Dict[int, str] = {}
+        self._moderations: Dict[int, Tuple[asyncio.Future[None], ModerationAction]] = {}
         self._pending_subscribes: Dict[str, Deque[asyncio.Future[Subscription]]] = {}
         self._subscriptions: Dict[str, Subscription] = {}
         self._pings: Dict[int, asyncio.Future[None]] = {}
@@ -215,6 +275,18 @@ class Connection:
     def closed(self) -> bool:
         """Whether the connection is closed or failed."""
         return self._closed
+
+    @property
+    def alpn_protocol(self) -> Optional[str]:
+        """ALPN protocol the server selected in the TLS handshake; ``None`` over plain TCP.
+
+        chorusd's TLS listener selects ``chorus/1``, which the client offers.
+        """
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        selected: Optional[str] = ssl_object.selected_alpn_protocol()
+        return selected
 
     async def __aenter__(self) -> Connection:
         return self
@@ -282,6 +354,45 @@ class Connection:
         if subscription is not None:
             subscription._finish(None, discard=True)
         await self._send(Unsubscribe(topic))
+
+    async def moderate(self, action: ModerationAction) -> None:
+        """Ask for a moderation action and wait until the server has carried it out.
+
+        ``action`` is a :class:`~chorus.protocol.DeleteComment`, :class:`~chorus.protocol.Ban`,
+        :class:`~chorus.protocol.Unban` or :class:`~chorus.protocol.SlowMode`. Returns when the
+        MODERATE_ACK carries OK, and raises :class:`~chorus.errors.ModerationRejected` with the
+        server's code otherwise, such as FORBIDDEN for a session that may not moderate. Fields
+        that break the action table raise :class:`~chorus.protocol.MalformedFrame` before
+        anything is sent.
+        """
+        self._check_open()
+        seq = next(self._seqs)
+        data = encode(Moderate(seq, action))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._moderations[seq] = (future, action)
+        try:
+            await self._send_bytes(data)
+            await future
+        finally:
+            self._moderations.pop(seq, None)
+            _consume(future)
+
+    async def react(self, topic: str, kind: str, count: int = 1) -> None:
+        """Send ``count`` reactions of ``kind`` (1 to 32 UTF-8 bytes, such as ``heart``).
+
+        The server sends no reply. It accepts a count above 1 only from relay sessions, and
+        rejects a larger count from any other session with ERROR FORBIDDEN for the topic.
+        """
+        await self._send(React(topic, kind, count))
+
+    async def cap(self, topic: str, max_per_sec: int) -> None:
+        """Cap the subscription to ``topic`` at ``max_per_sec`` comments a second; 0 removes it.
+
+        The server sends no reply. It then delivers at most that many comments a second,
+        always including those with the PRIORITY, TOMBSTONE or DELETED flag, and reports the
+        ones it leaves out in SKIPPED frames, which :attr:`Subscription.skipped` adds up.
+        """
+        await self._send(Cap(topic, max_per_sec))
 
     async def ping(self) -> float:
         """Send PING, wait for the matching PONG and return the round trip time in seconds."""
@@ -392,6 +503,10 @@ class Connection:
                 future.set_result(None)
         elif isinstance(frame, ErrorFrame):
             self._on_error(frame)
+        elif isinstance(frame, ModerateAck):
+            self._on_moderate_ack(frame)
+        elif isinstance(frame, Skipped):
+            self._on_skipped(frame)
         else:
             raise UnexpectedFrame(f"{type(frame).__name__} frame from the server")
 
@@ -413,6 +528,24 @@ class Connection:
         else:
             topic = self._ack_topics.get(ack.seq, "")
             future.set_exception(PublishRejected(ack.seq, topic, ack.code))
+
+    def _on_moderate_ack(self, ack: ModerateAck) -> None:
+        waiting = self._moderations.get(ack.seq)
+        if waiting is None or waiting[0].done():
+            log.debug("dropped MODERATE_ACK %d, whose request is no longer waiting", ack.seq)
+            return
+        future, action = waiting
+        if ack.code == ErrorCode.OK:
+            future.set_result(None)
+        else:
+            future.set_exception(ModerationRejected(ack.seq, action, ack.code))
+
+    def _on_skipped(self, skipped: Skipped) -> None:
+        subscription = self._subscriptions.get(skipped.topic)
+        if subscription is None:
+            log.debug("dropped SKIPPED for %r, which has no subscription", skipped.topic)
+            return
+        subscription._deliver_skipped(skipped)
 
     def _on_subscribed(self, subscribed: Subscribed) -> None:
         topic = subscribed.topic
@@ -480,6 +613,7 @@ class Connection:
             if not future.done():
                 future.set_exception(error)
         self._acks.clear()
+        self._moderations.clear()
         self._pending_subscribes.clear()
         self._pings.clear()
         for subscription in self._subscriptions.values():
@@ -492,6 +626,7 @@ class Connection:
         futures: list[asyncio.Future[object]] = []
         futures.extend(self._acks.values())  # type: ignore[arg-type]
         futures.extend(self._pings.values())  # type: ignore[arg-type]
+        futures.extend(future for future, _ in self._moderations.values())  # type: ignore[misc]
         for pending in self._pending_subscribes.values():
             futures.extend(pending)  # type: ignore[arg-type]
         return futures

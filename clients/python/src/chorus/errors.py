@@ -14,11 +14,13 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "ConnectionClosed",
+    "ModerationRejected",
     "PayloadTooLarge",
     "ProtocolError",
     "PublishRejected",
     "ServerError",
     "StreamChanged",
+    "TlsError",
     "is_transient",
 ]
 
@@ -72,6 +74,28 @@ class PublishRejected(ChorusError):
         self.seq = seq
         self.topic = topic
         self.code = code
+
+
+class ModerationRejected(ChorusError):
+    """The server rejected a moderation action: its MODERATE_ACK carries a code other than OK.
+
+    ``code`` is the reason, for example ``FORBIDDEN`` for a session that may not moderate or
+    ``COMMENT_NOT_FOUND`` for an offset the topic does not keep. The connection stays open.
+    """
+
+    def __init__(self, seq: int, action: object, code: Code) -> None:
+        super().__init__(f"moderation {seq} ({action!r}) rejected by the server: {code_name(code)}")
+        self.seq = seq
+        self.action = action
+        self.code = code
+
+
+class TlsError(ChorusError):
+    """TLS failed: its files could not be loaded, or the handshake failed.
+
+    Also raised when one side uses TLS and the other does not. The message names the cause and
+    what to change; the ``ssl.SSLError`` or ``OSError`` behind it, if any, is the ``__cause__``.
+    """
 
 
 class PayloadTooLarge(ChorusError):

@@ -23,6 +23,7 @@ from .protocol import (
     validate_topic,
 )
 from .subscription import Subscription
+from .tls import TlsOptions
 
 log = logging.getLogger("chorus")
 
@@ -72,6 +73,7 @@ class Subscriber(AsyncIterator[Event]):
         connect_timeout: float = 5.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        tls: Optional[TlsOptions] = None,
     ) -> None:
         # Invalid settings fail here, once, rather than on every reconnect.
         encode(Subscribe(validate_topic(topic), start, stream))
@@ -88,6 +90,7 @@ class Subscriber(AsyncIterator[Event]):
         self._connect_timeout = connect_timeout
         self._max_frame = max_frame
         self._max_buffered = max_buffered
+        self._tls = tls
 
         self._connection: Optional[Connection] = None
         self._subscription: Optional[Subscription] = None
@@ -258,6 +261,7 @@ class Subscriber(AsyncIterator[Event]):
             connect_timeout=self._connect_timeout,
             max_frame=self._max_frame,
             max_buffered=self._max_buffered,
+            tls=self._tls,
         )
         try:
             subscription = await connection.subscribe(self._topic, start, stream=self._stream)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, AsyncIterator, Deque, Optional, Tuple
+from typing import TYPE_CHECKING, AsyncIterator, Deque, Optional, Tuple, Union
 
 from .errors import ConnectionClosed
-from .protocol import Event, Events, Subscribed
+from .protocol import Event, Events, Skipped, Subscribed
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -23,6 +23,11 @@ class Subscription(AsyncIterator[Event]):
     subscription with an ERROR, and :class:`~chorus.errors.ConnectionClosed` when the connection
     fails. Comments received before such an end are yielded first.
 
+    A capped subscription (see :meth:`Connection.cap`) also receives SKIPPED frames, which
+    count the comments the server left out. They are kept in order with the comments, and
+    :attr:`skipped` and :attr:`last_skipped` take each one into account once the comments
+    received before it have been returned.
+
     The subscription buffers at most ``max_buffered`` comments. While it is full the connection
     stops reading from its socket, so a subscription that is never read also holds up publish
     acknowledgements and the other subscriptions of its connection. The server meanwhile keeps
@@ -34,7 +39,12 @@ class Subscription(AsyncIterator[Event]):
         self._subscribed = subscribed
         self._stream = subscribed.stream
         self._max_buffered = max(1, max_buffered)
-        self._buffer: Deque[Tuple[int, Event]] = deque()
+        # Comments with their stream id, and SKIPPED frames in the order they arrived. The first
+        # item is never a SKIPPED frame, because those are counted as soon as they reach the
+        # front.
+        self._buffer: Deque[Union[Tuple[int, Event], Skipped]] = deque()
+        self._skipped = 0
+        self._last_skipped: Optional[Skipped] = None
         self._end: Optional[BaseException] = None
         self._ended = False
         self._readable = asyncio.Event()
@@ -59,6 +69,23 @@ class Subscription(AsyncIterator[Event]):
         recreated during the subscription.
         """
         return self._stream
+
+    @property
+    def skipped(self) -> int:
+        """Comments the server left out of this capped subscription so far.
+
+        The sum of the counts of the SKIPPED frames that arrived before the next comment to be
+        returned; 0 for a subscription that was never capped.
+        """
+        return self._skipped
+
+    @property
+    def last_skipped(self) -> Optional[Skipped]:
+        """The latest SKIPPED frame counted in :attr:`skipped`, or ``None``.
+
+        Its ``through`` is the offset after the last comment it accounts for.
+        """
+        return self._last_skipped
 
     @property
     def ended(self) -> bool:
@@ -108,8 +135,10 @@ class Subscription(AsyncIterator[Event]):
                 await asyncio.wait_for(self._readable.wait(), remaining)
             except asyncio.TimeoutError:
                 continue
-        stream, event = self._buffer.popleft()
-        self._stream = stream
+        item = self._buffer.popleft()
+        assert not isinstance(item, Skipped), "SKIPPED frames are counted at the front"
+        self._stream, event = item
+        self._count_leading_skipped()
         if len(self._buffer) < self._max_buffered:
             self._writable.set()
         return event
@@ -122,6 +151,22 @@ class Subscription(AsyncIterator[Event]):
         if len(self._buffer) >= self._max_buffered:
             self._writable.clear()
         self._readable.set()
+
+    def _deliver_skipped(self, skipped: Skipped) -> None:
+        """Queue a SKIPPED frame behind the comments received before it."""
+        if self._ended:
+            return
+        self._buffer.append(skipped)
+        self._count_leading_skipped()
+
+    def _count_leading_skipped(self) -> None:
+        while self._buffer:
+            head = self._buffer[0]
+            if not isinstance(head, Skipped):
+                return
+            self._buffer.popleft()
+            self._skipped += head.count
+            self._last_skipped = head
 
     async def _wait_writable(self) -> None:
         await self._writable.wait()

@@ -28,8 +28,18 @@ from . import subscriber as _subscriber
 from .backoff import Backoff
 from .connection import DEFAULT_CLIENT_NAME, DEFAULT_MAX_BUFFERED, Ack
 from .errors import ConnectionClosed
-from .protocol import DEFAULT_MAX_FRAME, Event, Latest, StartAt, Subscribed, Welcome
+from .protocol import (
+    DEFAULT_MAX_FRAME,
+    Event,
+    Latest,
+    ModerationAction,
+    Skipped,
+    StartAt,
+    Subscribed,
+    Welcome,
+)
 from .subscription import Subscription as _AsyncSubscription
+from .tls import TlsOptions
 
 __all__ = ["Connection", "Subscriber", "Subscription", "connect"]
 
@@ -88,6 +98,7 @@ def connect(
     connect_timeout: float = 5.0,
     max_frame: int = DEFAULT_MAX_FRAME,
     max_buffered: int = DEFAULT_MAX_BUFFERED,
+    tls: Optional[TlsOptions] = None,
 ) -> Connection:
     """Open a blocking connection; the arguments and errors are those of :func:`chorus.connect`."""
     loop = _LoopThread(f"chorus {host}:{port}")
@@ -101,6 +112,7 @@ def connect(
                 connect_timeout=connect_timeout,
                 max_frame=max_frame,
                 max_buffered=max_buffered,
+                tls=tls,
             )
         )
     except BaseException:
@@ -154,6 +166,23 @@ class Connection:
         """End the subscription to ``topic`` and send UNSUBSCRIBE."""
         self._run(self._inner.unsubscribe(topic), None)
 
+    def moderate(self, action: ModerationAction, *, timeout: Optional[float] = None) -> None:
+        """Ask for a moderation action and block until it is carried out; see
+        :meth:`chorus.Connection.moderate`.
+
+        ``timeout`` (seconds) raises ``TimeoutError`` when the acknowledgement takes longer; the
+        server may still carry the action out.
+        """
+        self._run(self._inner.moderate(action), timeout)
+
+    def react(self, topic: str, kind: str, count: int = 1) -> None:
+        """Send reactions to ``topic``; see :meth:`chorus.Connection.react`."""
+        self._run(self._inner.react(topic, kind, count), None)
+
+    def cap(self, topic: str, max_per_sec: int) -> None:
+        """Cap the subscription to ``topic``; see :meth:`chorus.Connection.cap`."""
+        self._run(self._inner.cap(topic, max_per_sec), None)
+
     def ping(self, *, timeout: Optional[float] = None) -> float:
         """Send PING and return the round trip time in seconds."""
         return self._run(self._inner.ping(), timeout)
@@ -202,6 +231,17 @@ class Subscription(Iterator[Event]):
         """Stream id of the last comment returned."""
         return self._inner.stream
 
+    @property
+    def skipped(self) -> int:
+        """Comments the server left out of this capped subscription; see
+        :attr:`chorus.Subscription.skipped`."""
+        return self._inner.skipped
+
+    @property
+    def last_skipped(self) -> Optional[Skipped]:
+        """The latest SKIPPED frame counted in :attr:`skipped`, or ``None``."""
+        return self._inner.last_skipped
+
     def __iter__(self) -> Subscription:
         return self
 
@@ -244,6 +284,7 @@ class Subscriber(Iterator[Event]):
         connect_timeout: float = 5.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
+        tls: Optional[TlsOptions] = None,
     ) -> None:
         self._inner = _subscriber.Subscriber(
             host,
@@ -257,6 +298,7 @@ class Subscriber(Iterator[Event]):
             connect_timeout=connect_timeout,
             max_frame=max_frame,
             max_buffered=max_buffered,
+            tls=tls,
         )
         self._loop = _LoopThread(f"chorus subscriber {topic}")
         self._stopped = False

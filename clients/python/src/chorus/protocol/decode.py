@@ -29,8 +29,14 @@ from .frames import (
     DEFAULT_MAX_FRAME,
     HEADER_LEN,
     MAGIC,
+    MAX_REACTION_KIND,
     PREAMBLE,
     VERSION,
+    Audience,
+    AudienceEntry,
+    Ban,
+    Cap,
+    DeleteComment,
     Earliest,
     ErrorFrame,
     Event,
@@ -40,15 +46,23 @@ from .frames import (
     Hello,
     Last,
     Latest,
+    Moderate,
+    ModerateAck,
+    ModerationAction,
     Offset,
     Ping,
     Pong,
     Publish,
     PublishAck,
+    React,
+    RelayPublish,
     Since,
+    Skipped,
+    SlowMode,
     StartAt,
     Subscribe,
     Subscribed,
+    Unban,
     Unsubscribe,
     Welcome,
 )
@@ -106,6 +120,20 @@ class _Reader:
         if problem is not None:
             raise InvalidTopic(problem)
         return raw.decode("ascii")
+
+    def optional_topic(self, field: str) -> str:
+        """Read a str8 that is empty or a valid topic name."""
+        raw = self.blob(1, field)
+        if not raw:
+            return ""
+        problem = topic_problem(raw)
+        if problem is not None:
+            raise InvalidTopic(problem)
+        return raw.decode("ascii")
+
+    @property
+    def remaining(self) -> int:
+        return len(self._body) - self._pos
 
     def finish(self) -> None:
         left = len(self._body) - self._pos
@@ -225,6 +253,84 @@ def _error(r: _Reader) -> ErrorFrame:
     )
 
 
+def _moderate(r: _Reader) -> Moderate:
+    seq = r.uint(8, "seq")
+    action = r.uint(1, "action")
+    topic = r.optional_topic("topic")
+    offset = r.uint(8, "offset")
+    user = r.text(1, "user")
+    value = r.uint(8, "value")
+    return Moderate(seq, _moderation_action(action, topic, offset, user, value))
+
+
+def _moderation_action(
+    action: int, topic: str, offset: int, user: str, value: int
+) -> ModerationAction:
+    """Build the action from its wire fields, which must fit the action table."""
+    if action == 1 and topic and not user and value == 0:
+        return DeleteComment(topic, offset)
+    if action == 2 and user and offset == 0 and bool(topic) == (value != 0):
+        return Ban(user, topic or None, value)
+    if action == 3 and user and not topic and offset == 0 and value == 0:
+        return Unban(user)
+    if action == 4 and topic and not user and offset == 0:
+        return SlowMode(topic, value)
+    if 1 <= action <= 4:
+        raise MalformedFrame(
+            f"MODERATE fields do not fit action {action}: topic {topic!r}, offset {offset}, "
+            f"user {user!r}, value {value}"
+        )
+    raise MalformedFrame(f"MODERATE action {action} is not defined, the actions are 1 to 4")
+
+
+def _moderate_ack(r: _Reader) -> ModerateAck:
+    return ModerateAck(seq=r.uint(8, "seq"), code=error_code(r.uint(2, "code")))
+
+
+def _react(r: _Reader) -> React:
+    topic = r.topic()
+    kind = r.text(1, "kind")
+    size = len(kind.encode("utf-8"))
+    if not 1 <= size <= MAX_REACTION_KIND:
+        raise MalformedFrame(f"REACT kind is {size} bytes, it must be 1 to {MAX_REACTION_KIND}")
+    count = r.uint(4, "count")
+    if count == 0:
+        raise MalformedFrame("REACT count is 0, it must be at least 1")
+    return React(topic, kind, count)
+
+
+def _cap(r: _Reader) -> Cap:
+    return Cap(topic=r.topic(), max_per_sec=r.uint(4, "max_per_sec"))
+
+
+def _skipped(r: _Reader) -> Skipped:
+    return Skipped(topic=r.topic(), count=r.uint(8, "count"), through=r.uint(8, "through"))
+
+
+# Smallest AUDIENCE entry: a 1-byte topic with its length byte, and the u64 viewer count.
+_MIN_AUDIENCE_ENTRY = 1 + 1 + 8
+
+
+def _audience(r: _Reader) -> Audience:
+    count = r.uint(4, "count")
+    if count > r.remaining // _MIN_AUDIENCE_ENTRY:
+        raise MalformedFrame(
+            f"AUDIENCE count {count} needs more than the {r.remaining} bytes left in the body"
+        )
+    entries = [AudienceEntry(r.topic(), r.uint(8, "viewers")) for _ in range(count)]
+    return Audience(entries)
+
+
+def _relay_publish(r: _Reader) -> RelayPublish:
+    seq = r.uint(8, "seq")
+    topic = r.topic()
+    user = r.text(1, "user")
+    if not user:
+        raise MalformedFrame("RELAY_PUBLISH user is empty")
+    priority = r.boolean("priority")
+    return RelayPublish(seq, topic, user, priority, r.blob(4, "payload"))
+
+
 _BODY_READERS: Dict[int, Callable[[_Reader], Frame]] = {
     FrameType.HELLO: _hello,
     FrameType.WELCOME: _welcome,
@@ -237,6 +343,13 @@ _BODY_READERS: Dict[int, Callable[[_Reader], Frame]] = {
     FrameType.PING: _ping,
     FrameType.PONG: _pong,
     FrameType.ERROR: _error,
+    FrameType.MODERATE: _moderate,
+    FrameType.MODERATE_ACK: _moderate_ack,
+    FrameType.REACT: _react,
+    FrameType.CAP: _cap,
+    FrameType.SKIPPED: _skipped,
+    FrameType.AUDIENCE: _audience,
+    FrameType.RELAY_PUBLISH: _relay_publish,
 }
 
 

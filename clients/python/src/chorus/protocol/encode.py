@@ -13,16 +13,28 @@ from typing import Callable, Dict, List, Type
 
 from .errors import FrameTooLarge, MalformedFrame
 from .frames import (
+    MAX_REACTION_KIND,
+    Audience,
+    Ban,
+    Cap,
+    DeleteComment,
     ErrorFrame,
     Events,
     Frame,
     Hello,
+    Moderate,
+    ModerateAck,
     Ping,
     Pong,
     Publish,
     PublishAck,
+    React,
+    RelayPublish,
+    Skipped,
+    SlowMode,
     Subscribe,
     Subscribed,
+    Unban,
     Unsubscribe,
     Welcome,
 )
@@ -50,13 +62,7 @@ class _Writer:
         self.parts.append(b"\x01" if value else b"\x00")
 
     def text(self, value: str, prefix: int, field: str) -> None:
-        if not isinstance(value, str):
-            raise MalformedFrame(f"{field} must be a str, not {type(value).__name__}")
-        try:
-            raw = value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MalformedFrame(f"{field} {value!r} is not valid Unicode") from None
-        self.prefixed(raw, prefix, field)
+        self.prefixed(_utf8(value, field), prefix, field)
 
     def topic(self, value: str) -> None:
         self.prefixed(validate_topic(value).encode("ascii"), 1, "topic")
@@ -72,6 +78,15 @@ class _Writer:
 
     def body(self) -> bytes:
         return b"".join(self.parts)
+
+
+def _utf8(value: str, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedFrame(f"{field} must be a str, not {type(value).__name__}")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedFrame(f"{field} {value!r} is not valid Unicode") from None
 
 
 def _hello(w: _Writer, f: Hello) -> None:
@@ -159,6 +174,100 @@ def _error(w: _Writer, f: ErrorFrame) -> None:
     w.text(f.message, 2, "message")
 
 
+def _moderate(w: _Writer, f: Moderate) -> None:
+    w.uint(f.seq, 8, "seq")
+    action = f.action
+    if isinstance(action, DeleteComment):
+        _moderate_fields(w, 1, validate_topic(action.topic), action.offset, "", 0)
+    elif isinstance(action, Ban):
+        _ban_fields(w, action)
+    elif isinstance(action, Unban):
+        _require_user(action.user)
+        _moderate_fields(w, 3, "", 0, action.user, 0)
+    elif isinstance(action, SlowMode):
+        _moderate_fields(w, 4, validate_topic(action.topic), 0, "", action.interval_ms)
+    else:
+        raise MalformedFrame(
+            f"action must be DeleteComment, Ban, Unban or SlowMode, not {action!r}"
+        )
+
+
+def _ban_fields(w: _Writer, ban: Ban) -> None:
+    _require_user(ban.user)
+    topic = ban.purge_topic or ""
+    if bool(topic) != (ban.purge_seconds != 0):
+        raise MalformedFrame(
+            "a ban takes both purge_topic and purge_seconds above 0, or neither; got "
+            f"purge_topic {ban.purge_topic!r} and purge_seconds {ban.purge_seconds!r}"
+        )
+    _moderate_fields(w, 2, topic, 0, ban.user, ban.purge_seconds)
+
+
+def _require_user(user: str) -> None:
+    if user == "":
+        raise MalformedFrame("user must not be empty")
+
+
+def _moderate_fields(
+    w: _Writer, action: int, topic: str, offset: int, user: str, value: int
+) -> None:
+    """Write the fields after ``seq``; an empty ``topic`` is written as an empty str8."""
+    w.uint(action, 1, "action")
+    if topic == "":
+        w.prefixed(b"", 1, "topic")
+    else:
+        w.topic(topic)
+    w.uint(offset, 8, "offset")
+    w.text(user, 1, "user")
+    w.uint(value, 8, "value")
+
+
+def _moderate_ack(w: _Writer, f: ModerateAck) -> None:
+    w.uint(f.seq, 8, "seq")
+    w.uint(f.code, 2, "code")
+
+
+def _react(w: _Writer, f: React) -> None:
+    w.topic(f.topic)
+    kind = _utf8(f.kind, "kind")
+    if not 1 <= len(kind) <= MAX_REACTION_KIND:
+        raise MalformedFrame(
+            f"reaction kind {f.kind!r} is {len(kind)} bytes long, it must be 1 to "
+            f"{MAX_REACTION_KIND}"
+        )
+    w.prefixed(kind, 1, "kind")
+    if f.count == 0:
+        raise MalformedFrame("reaction count must be at least 1, got 0")
+    w.uint(f.count, 4, "count")
+
+
+def _cap(w: _Writer, f: Cap) -> None:
+    w.topic(f.topic)
+    w.uint(f.max_per_sec, 4, "max_per_sec")
+
+
+def _skipped(w: _Writer, f: Skipped) -> None:
+    w.topic(f.topic)
+    w.uint(f.count, 8, "count")
+    w.uint(f.through, 8, "through")
+
+
+def _audience(w: _Writer, f: Audience) -> None:
+    w.uint(len(f.entries), 4, "count")
+    for entry in f.entries:
+        w.topic(entry.topic)
+        w.uint(entry.viewers, 8, "viewers")
+
+
+def _relay_publish(w: _Writer, f: RelayPublish) -> None:
+    w.uint(f.seq, 8, "seq")
+    w.topic(f.topic)
+    _require_user(f.user)
+    w.text(f.user, 1, "user")
+    w.boolean(f.priority, "priority")
+    w.prefixed(f.payload, 4, "payload")
+
+
 _BODY_WRITERS: Dict[Type[object], Callable[[_Writer, object], None]] = {
     Hello: _hello,  # type: ignore[dict-item]
     Welcome: _welcome,  # type: ignore[dict-item]
@@ -171,6 +280,13 @@ _BODY_WRITERS: Dict[Type[object], Callable[[_Writer, object], None]] = {
     Ping: _ping,  # type: ignore[dict-item]
     Pong: _pong,  # type: ignore[dict-item]
     ErrorFrame: _error,  # type: ignore[dict-item]
+    Moderate: _moderate,  # type: ignore[dict-item]
+    ModerateAck: _moderate_ack,  # type: ignore[dict-item]
+    React: _react,  # type: ignore[dict-item]
+    Cap: _cap,  # type: ignore[dict-item]
+    Skipped: _skipped,  # type: ignore[dict-item]
+    Audience: _audience,  # type: ignore[dict-item]
+    RelayPublish: _relay_publish,  # type: ignore[dict-item]
 }
 
 

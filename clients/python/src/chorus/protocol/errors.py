@@ -9,9 +9,9 @@ from typing import Union
 class ErrorCode(enum.IntEnum):
     """Error codes of protocol version 1, with the names the specification uses.
 
-    Codes are carried in ERROR frames and PUBLISH_ACK frames as a u16. A peer may send a code
-    that version 1 does not name, so decoded frames hold an ``ErrorCode`` member when the value
-    is known and a plain ``int`` otherwise (see :func:`error_code`).
+    Codes are carried in ERROR, PUBLISH_ACK and MODERATE_ACK frames as a u16. A peer may send a
+    code that version 1 does not name, so decoded frames hold an ``ErrorCode`` member when the
+    value is known and a plain ``int`` otherwise (see :func:`error_code`).
     """
 
     OK = 0
@@ -37,6 +37,12 @@ class ErrorCode(enum.IntEnum):
     UNAUTHENTICATED = 20
     TOKEN_EXPIRED = 21
     FORBIDDEN = 22
+    BANNED = 23
+    RATE_LIMITED = 24
+    SLOW_MODE = 25
+    DUPLICATE_COMMENT = 26
+    BLOCKED_CONTENT = 27
+    COMMENT_NOT_FOUND = 28
 
 
 #: An error code as decoded from the wire: a named member, or the plain value of an unknown code.

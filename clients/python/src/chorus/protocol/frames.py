@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Sequence, Tuple, Union
+from typing import ClassVar, Optional, Sequence, Tuple, Union
 
 from .errors import Code
 
@@ -45,6 +45,26 @@ class FrameType(enum.IntEnum):
     PING = 0x09
     PONG = 0x0A
     ERROR = 0x0B
+    MODERATE = 0x0C
+    MODERATE_ACK = 0x0D
+    REACT = 0x0E
+    CAP = 0x0F
+    SKIPPED = 0x10
+    AUDIENCE = 0x11
+    RELAY_PUBLISH = 0x12
+
+
+class EntryFlag(enum.IntFlag):
+    """Bits of the ``flags`` byte of an EVENTS entry. Receivers ignore bits not listed here."""
+
+    #: The origin gave the comment priority because of its publisher's role or token; a capped
+    #: subscription always delivers it.
+    PRIORITY = 0x01
+    #: The entry deletes a comment: its payload is the 8-byte big-endian offset of the deleted
+    #: comment in the same topic, and its publisher is the moderator.
+    TOMBSTONE = 0x02
+    #: The comment at this offset was deleted after it was published; its payload is empty.
+    DELETED = 0x04
 
 
 @dataclass(frozen=True)
@@ -204,10 +224,11 @@ class PublishAck:
 
 @dataclass(frozen=True)
 class Event:
-    """One comment of a topic, as carried in an EVENTS frame.
+    """One entry of a topic, as carried in an EVENTS frame: a comment, or a tombstone.
 
     ``time_us`` is when the origin accepted it, in microseconds since the Unix epoch (UTC).
-    ``flags`` has no meaning in version 1. ``publisher`` is empty when the broker has no id.
+    ``flags`` holds :class:`EntryFlag` bits and possibly bits of later versions, which receivers
+    ignore. ``publisher`` is empty when the broker has no id.
     """
 
     offset: int
@@ -220,6 +241,31 @@ class Event:
     def text(self) -> str:
         """The payload decoded as UTF-8, with invalid bytes replaced by U+FFFD."""
         return self.payload.decode("utf-8", errors="replace")
+
+    @property
+    def is_priority(self) -> bool:
+        """Whether the origin gave the comment priority (flag ``PRIORITY``)."""
+        return bool(self.flags & EntryFlag.PRIORITY)
+
+    @property
+    def is_tombstone(self) -> bool:
+        """Whether the entry deletes an earlier comment instead of being one (``TOMBSTONE``)."""
+        return bool(self.flags & EntryFlag.TOMBSTONE)
+
+    @property
+    def is_deleted(self) -> bool:
+        """Whether the comment was deleted, so its payload is empty (flag ``DELETED``)."""
+        return bool(self.flags & EntryFlag.DELETED)
+
+    @property
+    def tombstone_target(self) -> Optional[int]:
+        """Offset of the comment a tombstone deletes, or ``None`` for any other entry.
+
+        Also ``None`` for a tombstone whose payload is not the 8 bytes the protocol requires.
+        """
+        if not self.is_tombstone or len(self.payload) != 8:
+            return None
+        return int.from_bytes(self.payload, "big")
 
 
 @dataclass(frozen=True)
@@ -268,6 +314,155 @@ class ErrorFrame:
     TYPE: ClassVar[FrameType] = FrameType.ERROR
 
 
+@dataclass(frozen=True)
+class DeleteComment:
+    """Moderation action 1: delete the comment at ``offset`` of ``topic``.
+
+    The origin appends a tombstone entry naming the offset, and later reads of the offset
+    return the entry with the ``DELETED`` flag and an empty payload.
+    """
+
+    topic: str
+    offset: int
+    action: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Ban:
+    """Moderation action 2: reject every later comment of ``user`` with ``BANNED``.
+
+    With ``purge_topic`` and ``purge_seconds`` (both or neither), the origin also deletes the
+    user's comments that it stored in that topic in the last ``purge_seconds`` seconds.
+    """
+
+    user: str
+    purge_topic: Optional[str] = None
+    purge_seconds: int = 0
+    action: ClassVar[int] = 2
+
+
+@dataclass(frozen=True)
+class Unban:
+    """Moderation action 3: lift the ban of ``user``."""
+
+    user: str
+    action: ClassVar[int] = 3
+
+
+@dataclass(frozen=True)
+class SlowMode:
+    """Moderation action 4: set the minimum interval between one user's comments in ``topic``.
+
+    ``interval_ms`` is in milliseconds; 0 turns slow mode off.
+    """
+
+    topic: str
+    interval_ms: int
+    action: ClassVar[int] = 4
+
+
+#: A moderation action carried in MODERATE.
+ModerationAction = Union[DeleteComment, Ban, Unban, SlowMode]
+
+
+@dataclass(frozen=True)
+class Moderate:
+    """MODERATE (0x0c), client to server: one moderation action; ``seq`` is echoed in its ack."""
+
+    seq: int
+    action: ModerationAction
+    TYPE: ClassVar[FrameType] = FrameType.MODERATE
+
+
+@dataclass(frozen=True)
+class ModerateAck:
+    """MODERATE_ACK (0x0d), server to client: ``code`` is OK when the action was carried out."""
+
+    seq: int
+    code: Code
+    TYPE: ClassVar[FrameType] = FrameType.MODERATE_ACK
+
+
+#: Maximum length of a reaction kind, in UTF-8 bytes.
+MAX_REACTION_KIND = 32
+
+
+@dataclass(frozen=True)
+class React:
+    """REACT (0x0e), client to server: ``count`` reactions of ``kind`` (1 to 32 bytes) to a topic.
+
+    ``count`` is at least 1; servers accept counts above 1 only from relays. There is no reply.
+    """
+
+    topic: str
+    kind: str
+    count: int
+    TYPE: ClassVar[FrameType] = FrameType.REACT
+
+
+@dataclass(frozen=True)
+class Cap:
+    """CAP (0x0f), client to server: deliver at most ``max_per_sec`` comments a second.
+
+    It applies to the connection's subscription to ``topic``; 0 removes the cap. There is no
+    reply.
+    """
+
+    topic: str
+    max_per_sec: int
+    TYPE: ClassVar[FrameType] = FrameType.CAP
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """SKIPPED (0x10), server to client: comments a capped subscription did not deliver.
+
+    ``count`` comments were left out since the previous SKIPPED of the subscription, and
+    ``through`` is the offset after the last comment this notice accounts for.
+    """
+
+    topic: str
+    count: int
+    through: int
+    TYPE: ClassVar[FrameType] = FrameType.SKIPPED
+
+
+@dataclass(frozen=True)
+class AudienceEntry:
+    """Subscriber count of one topic at a relay and at every relay below it."""
+
+    topic: str
+    viewers: int
+
+
+@dataclass(frozen=True)
+class Audience:
+    """AUDIENCE (0x11), relay to upstream: subscriber counts per topic, replacing the last ones."""
+
+    entries: Tuple[AudienceEntry, ...]
+    TYPE: ClassVar[FrameType] = FrameType.AUDIENCE
+
+    def __init__(self, entries: Sequence[AudienceEntry]) -> None:
+        # Stored as a tuple so that equal reports compare equal whatever sequence was passed.
+        object.__setattr__(self, "entries", tuple(entries))
+
+
+@dataclass(frozen=True)
+class RelayPublish:
+    """RELAY_PUBLISH (0x12), relay to upstream: one comment of a user the relay verified.
+
+    ``user`` is 1 to 255 bytes. ``priority`` is true when the user's comments get the PRIORITY
+    flag. The server replies with a PUBLISH_ACK carrying ``seq``.
+    """
+
+    seq: int
+    topic: str
+    user: str
+    priority: bool
+    payload: bytes
+    TYPE: ClassVar[FrameType] = FrameType.RELAY_PUBLISH
+
+
 #: Any frame of protocol version 1.
 Frame = Union[
     Hello,
@@ -281,4 +476,11 @@ Frame = Union[
     Ping,
     Pong,
     ErrorFrame,
+    Moderate,
+    ModerateAck,
+    React,
+    Cap,
+    Skipped,
+    Audience,
+    RelayPublish,
 ]
