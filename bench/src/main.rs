@@ -46,6 +46,9 @@ enum Command {
     Spike(scenarios::spike::SpikeArgs),
     /// Mix slow subscribers with fast ones and check that the fast ones do not notice.
     Slow(scenarios::slow::SlowArgs),
+    /// Start an origin and edge relays, delete comments through an edge, and time the
+    /// tombstones.
+    Moderation(scenarios::moderation::ModerationArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Idle(args) => scenarios::idle::run(args),
         Command::Spike(args) => scenarios::spike::run(args),
         Command::Slow(args) => scenarios::slow::run(args),
+        Command::Moderation(args) => scenarios::moderation::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -162,6 +162,10 @@ struct Claims {
     #[serde(default)]
     pub_topics: Vec<TopicPattern>,
     exp: u64,
+    /// Whether the holder's comments get the PRIORITY flag, as for the host of an event. Any
+    /// value other than a boolean makes the token invalid.
+    #[serde(default)]
+    priority: bool,
 }
 
 /// Verifies HELLO tokens with the keys named in `[auth]`.
@@ -291,6 +295,8 @@ pub(crate) struct Grant {
     pub_topics: Vec<TopicPattern>,
     /// Unix time in seconds after which the token is expired: `exp` plus the leeway.
     valid_until_s: u64,
+    /// Value of the `priority` claim.
+    priority: bool,
 }
 
 impl Grant {
@@ -310,6 +316,7 @@ impl Grant {
             sub_topics: claims.sub_topics,
             pub_topics: claims.pub_topics,
             valid_until_s: claims.exp.saturating_add(leeway_s),
+            priority: claims.priority,
         })
     }
 
@@ -343,6 +350,25 @@ impl Session {
         match self {
             Session::Token(grant) => &grant.sub,
             Session::Open | Session::Anonymous => "",
+        }
+    }
+
+    /// Returns whether the session's comments get the PRIORITY entry flag: those of moderators,
+    /// admins and holders of a token with `"priority": true`. Sessions without a token never do.
+    pub(crate) fn has_priority(&self) -> bool {
+        match self {
+            Session::Token(grant) => {
+                grant.priority || matches!(grant.role, TokenRole::Moderator | TokenRole::Admin)
+            }
+            Session::Open | Session::Anonymous => false,
+        }
+    }
+
+    /// Returns the role claim of the session's token, or `None` for a session without a token.
+    pub(crate) fn role(&self) -> Option<TokenRole> {
+        match self {
+            Session::Token(grant) => Some(grant.role),
+            Session::Open | Session::Anonymous => None,
         }
     }
 
@@ -444,6 +470,7 @@ mod tests {
             sub_topics: patterns(sub_topics),
             pub_topics: patterns(pub_topics),
             valid_until_s: 1000,
+            priority: false,
         })
     }
 
@@ -504,6 +531,44 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn priority_goes_to_moderators_admins_and_claim_holders() {
+        let cases = [
+            (TokenRole::Viewer, false, false),
+            (TokenRole::Commenter, false, false),
+            (TokenRole::Relay, false, false),
+            (TokenRole::Moderator, false, true),
+            (TokenRole::Admin, false, true),
+            (TokenRole::Commenter, true, true),
+        ];
+        for (role, claim, expected) in cases {
+            let Session::Token(mut grant) = grant(role, &[], &[]) else {
+                unreachable!("grant returns a token session");
+            };
+            grant.priority = claim;
+            let session = Session::Token(grant);
+            assert_eq!(session.has_priority(), expected, "{role:?}, claim {claim}");
+        }
+    }
+
+    #[test]
+    fn sessions_without_token_have_no_priority() {
+        assert!(!Session::Open.has_priority());
+        assert!(!Session::Anonymous.has_priority());
+    }
+
+    #[test]
+    fn priority_claim_defaults_to_false() {
+        let claims: Claims = serde_json::from_str(r#"{"sub":"u","exp":1}"#).unwrap();
+        assert!(!claims.priority);
+    }
+
+    #[test]
+    fn non_boolean_priority_is_rejected() {
+        let claims = r#"{"sub":"u","exp":1,"priority":"yes"}"#;
+        assert!(serde_json::from_str::<Claims>(claims).is_err());
     }
 
     #[test]

@@ -8,9 +8,11 @@ use chorus_protocol::Topic;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminConfig;
+pub use crate::audience::AudienceConfig;
 pub use crate::auth::AuthConfig;
+pub use crate::moderation::ModerationConfig;
 pub use crate::relay::config::{ClusterConfig, RelayConfig, RelayTlsConfig, Role};
-use crate::storage::{FsyncPolicy, LogConfig, TopicPattern};
+use crate::storage::{FileCacheConfig, FsyncPolicy, LogConfig, TopicPattern};
 use crate::tls::TlsConfig;
 
 /// Everything chorusd needs to run, after the file and the flags are merged.
@@ -43,6 +45,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Client authentication with tokens.
     pub auth: AuthConfig,
+    /// Publish limits and moderation at the origin.
+    pub moderation: ModerationConfig,
+    /// Delivery to subscriptions capped with CAP.
+    pub delivery: DeliveryConfig,
+    /// Viewer counts and reactions.
+    pub audience: AudienceConfig,
 }
 
 /// WebSocket listener settings. The listener carries the same protocol frames as the TCP
@@ -63,6 +71,24 @@ impl Default for WebSocketConfig {
         WebSocketConfig {
             listen: Vec::new(),
             allowed_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+/// Settings of delivery to subscriptions capped with CAP: the `[delivery]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Minimum milliseconds between two SKIPPED frames of one capped subscription. Notices go
+    /// out on the worker tick, which runs every 500 ms at most, so the interval is rounded up
+    /// to the next tick.
+    pub skip_notice_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        DeliveryConfig {
+            skip_notice_ms: 1000,
         }
     }
 }
@@ -118,6 +144,13 @@ pub struct StorageConfig {
     pub topic_idle_delete_ms: u64,
     /// Milliseconds between two retention checks of every topic.
     pub retention_check_interval_ms: u64,
+    /// Maximum segment files open at once across all topics, each with a descriptor and a
+    /// memory map; lowered to a quarter of the soft open-file limit (`RLIMIT_NOFILE`) when that
+    /// is smaller. Segments beyond it open their files on demand.
+    pub max_open_files: usize,
+    /// Milliseconds without an append or read after which a segment file is closed; the next
+    /// use opens it again. 0 keeps files open until `max_open_files` needs them.
+    pub idle_close_ms: u64,
     /// Settings for topics whose names match a pattern; the first match applies.
     pub topics: Vec<TopicStorageConfig>,
 }
@@ -195,6 +228,9 @@ impl Default for Config {
             relay: RelayConfig::default(),
             cluster: ClusterConfig::default(),
             auth: AuthConfig::default(),
+            moderation: ModerationConfig::default(),
+            delivery: DeliveryConfig::default(),
+            audience: AudienceConfig::default(),
         }
     }
 }
@@ -226,6 +262,8 @@ impl Default for StorageConfig {
             retention_bytes: 0,
             topic_idle_delete_ms: 0,
             retention_check_interval_ms: 60_000,
+            max_open_files: crate::storage::DEFAULT_MAX_OPEN_FILES,
+            idle_close_ms: 60_000,
             topics: Vec::new(),
         }
     }
@@ -241,6 +279,11 @@ impl StorageConfig {
         defaults
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("storage: {e}")))?;
+        if self.max_open_files == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.max_open_files must be above 0".into(),
+            ));
+        }
         if self.retention_check_interval_ms == 0 {
             return Err(ConfigError::Invalid(
                 "storage.retention_check_interval_ms must be above 0".into(),
@@ -258,6 +301,14 @@ impl StorageConfig {
             }
         }
         Ok(())
+    }
+
+    /// Returns the settings of the data directory's open segment file budget.
+    pub(crate) fn file_cache_config(&self) -> FileCacheConfig {
+        FileCacheConfig {
+            max_open_files: self.max_open_files,
+            idle_close: Duration::from_millis(self.idle_close_ms),
+        }
     }
 
     /// Returns the log settings with the values of `topic` where it sets them.
@@ -341,9 +392,16 @@ impl Config {
                     .into(),
             ));
         }
+        if self.delivery.skip_notice_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "delivery.skip_notice_ms must be above 0".into(),
+            ));
+        }
         self.storage.validate()?;
         self.admin.validate()?;
         self.auth.validate()?;
+        self.moderation.validate()?;
+        self.audience.validate()?;
         self.validate_tree()?;
         Ok(())
     }
@@ -373,14 +431,19 @@ impl Config {
     }
 
     /// Returns the segment log settings of `topic`: the broker-wide settings, with the values
-    /// of the first `[[storage.topics]]` entry whose pattern matches the topic's name.
+    /// of the first `[[storage.topics]]` entry whose pattern matches the topic's name. A
+    /// companion topic that no entry matches gets the retention of `[audience]`.
     pub fn log_config_for(&self, topic: &Topic) -> LogConfig {
         let matched = self
             .storage
             .topics
             .iter()
             .find(|t| t.pattern.matches(topic.as_str()));
-        self.storage.log_config_with(matched)
+        let mut config = self.storage.log_config_with(matched);
+        if matched.is_none() && crate::audience::is_companion(topic) {
+            self.audience.apply_retention(&mut config);
+        }
+        config
     }
 }
 
@@ -492,6 +555,19 @@ mod tests {
     fn zero_retention_check_interval_is_invalid() {
         let mut config = Config::default();
         config.storage.retention_check_interval_ms = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn skip_notice_interval_defaults_to_a_second() {
+        let config: Config = toml::from_str("").unwrap();
+        assert_eq!(config.delivery.skip_notice_ms, 1000);
+    }
+
+    #[test]
+    fn zero_skip_notice_interval_is_invalid() {
+        let mut config = Config::default();
+        config.delivery.skip_notice_ms = 0;
         assert!(config.validate().is_err());
     }
 

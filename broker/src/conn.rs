@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::auth::Session;
+use crate::capped::CapState;
 use crate::topics::TopicState;
 use crate::transport::Transport;
 
@@ -45,6 +46,9 @@ pub(crate) struct Subscription {
     pub(crate) delivery: Delivery,
     /// Stream id that `next` belongs to; 0 until the topic has a stream.
     pub(crate) stream: u64,
+    /// Rate cap set with CAP; `None` delivers every comment through the shared batches. Boxed,
+    /// so that uncapped subscriptions stay small.
+    pub(crate) cap: Option<Box<CapState>>,
 }
 
 /// A client connection owned by one worker.

@@ -7,14 +7,16 @@ use chorus_protocol::{ErrorCode, Frame, PublishAck};
 use mio::Token;
 use tracing::error;
 
+use crate::capped::{offer_sampled, sample_cached, SampleCache, MAX_CAPPED_READS_PER_TURN};
 use crate::conn::{Conn, Delivery};
+use crate::moderation::push_entry;
 use crate::server::WorkerMsg;
 use crate::topics::{Batch, TopicInner, TopicState};
 use crate::worker::{PendingAck, Worker, FIRST_CONN};
 
 /// Outcome of committing one topic, for its acknowledgements.
-struct Committed {
-    result: Result<u64, ()>,
+pub(crate) struct Committed {
+    pub(crate) result: Result<u64, ()>,
     stream: u64,
 }
 
@@ -31,7 +33,7 @@ impl Worker {
         }
     }
 
-    fn commit_topic(&mut self, topic: &Arc<TopicState>) -> Committed {
+    pub(crate) fn commit_topic(&mut self, topic: &Arc<TopicState>) -> Committed {
         let mut wake = Vec::new();
         let committed = {
             let mut inner = topic.inner.lock();
@@ -119,16 +121,19 @@ impl Worker {
     /// Queues each received batch for the local subscribers that are live and due for it.
     pub(crate) fn deliver_inbox(&mut self) {
         let limit = self.limits.outbound_queue_bytes;
+        let mut samples = SampleCache::default();
         while let Some((topic, batch)) = self.inbox.pop_front() {
             let Some(tokens) = self.local_subs.get(&topic.id) else {
                 continue;
             };
+            samples.clear();
             let (mut queued, mut behind) = (0, 0);
+            let (mut sampled_kept, mut sampled_skipped) = (0, 0);
             for &token in tokens {
                 let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
                     continue;
                 };
-                match offer_batch(conn, topic.id, &batch, limit) {
+                match offer_batch(conn, topic.id, &batch, limit, &mut samples) {
                     Offer::Queued => {
                         self.to_flush.insert(token);
                         queued += 1;
@@ -137,11 +142,29 @@ impl Worker {
                         self.catching_up.insert(token);
                         behind += 1;
                     }
+                    Offer::Sampled { kept, skipped } => {
+                        if kept > 0 {
+                            self.to_flush.insert(token);
+                        }
+                        sampled_kept += kept;
+                        sampled_skipped += skipped;
+                    }
                     Offer::Skipped => {}
                 }
             }
             self.record_delivery(&batch, queued, behind);
+            self.record_sampled(sampled_kept, sampled_skipped);
         }
+    }
+
+    /// Counts the comments that capped subscriptions were given and left out.
+    fn record_sampled(&self, kept: u64, skipped: u64) {
+        if kept == 0 && skipped == 0 {
+            return;
+        }
+        let metrics = self.metrics();
+        metrics.live_deliveries.add(kept);
+        metrics.comments_skipped.add(skipped);
     }
 
     /// Returns whether a catching-up subscriber has room in its queue for more from the log.
@@ -162,7 +185,7 @@ impl Worker {
         let max_batch = limits.max_batch_bytes;
 
         let tokens: Vec<Token> = self.catching_up.iter().copied().collect();
-        let mut delivered = 0;
+        let (mut delivered, mut skipped) = (0, 0);
         for token in tokens {
             let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
                 self.catching_up.remove(&token);
@@ -171,7 +194,7 @@ impl Worker {
             if conn.phase == crate::conn::Phase::Closing {
                 continue;
             }
-            let failed = feed_from_log(conn, low_water, max_batch, &mut delivered);
+            let failed = feed_from_log(conn, low_water, max_batch, &mut delivered, &mut skipped);
             if conn.out.bytes() > 0 {
                 self.to_flush.insert(token);
             }
@@ -184,6 +207,7 @@ impl Worker {
             }
         }
         self.metrics().catch_up_deliveries.add(delivered);
+        self.metrics().comments_skipped.add(skipped);
     }
 
     fn remove_failed_subscription(&mut self, token: Token, topic: &Arc<TopicState>) {
@@ -199,14 +223,26 @@ impl Worker {
     }
 }
 
-enum Offer {
+pub(crate) enum Offer {
     Queued,
     /// The subscriber switched to catch-up: its queue is full or the batch left a gap.
     Behind,
+    /// A capped subscription took the batch: `kept` entries were queued in a frame of its own
+    /// and `skipped` comments were left out.
+    Sampled {
+        kept: u64,
+        skipped: u64,
+    },
     Skipped,
 }
 
-fn offer_batch(conn: &mut Conn, topic_id: u64, batch: &Batch, limit: usize) -> Offer {
+fn offer_batch(
+    conn: &mut Conn,
+    topic_id: u64,
+    batch: &Batch,
+    limit: usize,
+    samples: &mut SampleCache,
+) -> Offer {
     if conn.phase == crate::conn::Phase::Closing {
         return Offer::Skipped;
     }
@@ -231,6 +267,9 @@ fn offer_batch(conn: &mut Conn, topic_id: u64, batch: &Batch, limit: usize) -> O
     if batch.end <= sub.next {
         return Offer::Skipped;
     }
+    if sub.cap.is_some() {
+        return offer_sampled(sub, &mut conn.out, batch, limit, samples);
+    }
     if batch.first != sub.next || queued + batch.frame.len() > limit {
         sub.delivery = Delivery::CatchUp;
         return Offer::Behind;
@@ -254,18 +293,25 @@ fn follow_stream(sub_stream: &mut u64, next: &mut u64, stream: u64) {
 }
 
 /// Reads from the log for each catching-up subscription of `conn` until its queue reaches
-/// `low_water`, adding the number of comments queued to `delivered`. Returns the subscriptions
-/// whose log read failed, with the reason.
+/// `low_water`, adding the number of comments queued to `delivered` and the number that capped
+/// subscriptions left out to `skipped`. Returns the subscriptions whose log read failed, with
+/// the reason.
 fn feed_from_log(
     conn: &mut Conn,
     low_water: usize,
     max_batch: usize,
     delivered: &mut u64,
+    skipped: &mut u64,
 ) -> Vec<(Arc<TopicState>, String)> {
     let mut failed = Vec::new();
     for sub in conn.subs.values_mut() {
+        let mut reads = 0;
         while sub.delivery == Delivery::CatchUp && conn.out.bytes() < low_water {
-            let inner = sub.topic.inner.lock();
+            if sub.cap.is_some() && reads == MAX_CAPPED_READS_PER_TURN {
+                break;
+            }
+            reads += 1;
+            let mut inner = sub.topic.inner.lock();
             if let Some(relay) = inner.relay.as_ref() {
                 follow_stream(&mut sub.stream, &mut sub.next, relay.cache.stream());
             }
@@ -280,6 +326,15 @@ fn feed_from_log(
             // the cache skips to it and the offsets it receives jump. A deeper resume at a relay
             // needs a larger relay.cache_comments.
             sub.next = sub.next.max(position.earliest);
+            // Deleted comments are rewritten as this read passes them; the log keeps them.
+            let mut redactor = match inner.redactor(sub.next, position.end) {
+                Ok(redactor) => redactor,
+                Err(e) => {
+                    let message = format!("failed to read the deleted offsets: {e}");
+                    failed.push((sub.topic.clone(), message));
+                    break;
+                }
+            };
             let Some(log) = inner.log.as_ref() else {
                 let read = inner
                     .relay
@@ -290,24 +345,42 @@ fn feed_from_log(
                     break;
                 };
                 drop(inner);
-                conn.out.push(read.frame);
+                let (frame, comments) = match sub.cap.as_mut() {
+                    Some(cap) => sample_cached(cap, &sub.topic.name, &read.frame, skipped),
+                    None => (Some(read.frame), read.comments),
+                };
+                if let Some(frame) = frame {
+                    conn.out.push(frame);
+                }
                 sub.next = read.end;
-                *delivered += read.comments;
+                *delivered += comments;
                 continue;
             };
             let mut builder = EventsFrameBuilder::new(&sub.topic.name, position.stream, max_batch);
             let mut bad_entry = None;
-            let read = log.read(sub.next, usize::MAX, max_batch, |_, entry| {
-                if let Err(e) = builder.push_encoded(entry) {
+            let mut cap = sub.cap.clone();
+            let read = log.read(sub.next, usize::MAX, max_batch, |offset, entry| {
+                // A capped subscription always delivers a deleted entry, as it does tombstones.
+                let deleted = redactor.is_deleted(offset);
+                if !deleted && cap.as_mut().is_some_and(|cap| !cap.keep(entry)) {
+                    return;
+                }
+                if let Err(e) = push_entry(&mut builder, entry, deleted) {
                     bad_entry.get_or_insert(e);
                 }
             });
             drop(inner);
             match (read, bad_entry) {
                 (Ok(summary), None) if summary.count > 0 => {
-                    conn.out.push(builder.finish());
+                    if let (Some(before), Some(after)) = (sub.cap.as_ref(), cap.as_ref()) {
+                        *skipped += after.skipped_since(before);
+                    }
+                    sub.cap = cap;
+                    *delivered += u64::from(builder.count());
+                    if !builder.is_empty() {
+                        conn.out.push(builder.finish());
+                    }
                     sub.next = summary.next_offset;
-                    *delivered += summary.count as u64;
                 }
                 (Ok(_), None) => break,
                 (Ok(_), Some(e)) => {

@@ -1,6 +1,5 @@
 //! Handling of each frame a client sends.
 
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,8 +12,9 @@ use tracing::{debug, error};
 
 use crate::auth::{unix_now_s, Denial, Session};
 use crate::conn::{Delivery, Phase, Subscription};
+use crate::moderation::{is_reserved, Comment};
 use crate::topics::{Position, TopicState};
-use crate::worker::{PendingAck, Worker, FIRST_CONN};
+use crate::worker::{Worker, FIRST_CONN};
 
 /// Bytes an EVENTS frame takes beyond its entries at most: header, longest topic, stream id and
 /// count.
@@ -67,6 +67,8 @@ impl Worker {
     }
 
     fn on_frame(&mut self, token: Token, frame: Frame) {
+        // A relay forwards MODERATE and RELAY_PUBLISH upstream instead of carrying them out.
+        let relay = self.shared.relay.is_some();
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
@@ -81,6 +83,12 @@ impl Worker {
             (Phase::Ready, Frame::Publish(publish)) => self.on_publish(token, publish),
             (Phase::Ready, Frame::Subscribe(subscribe)) => self.on_subscribe(token, subscribe),
             (Phase::Ready, Frame::Unsubscribe(topic)) => self.on_unsubscribe(token, &topic),
+            (Phase::Ready, Frame::Moderate(moderate)) if relay => {
+                self.forward_moderate(token, moderate)
+            }
+            (Phase::Ready, Frame::RelayPublish(publish)) if relay => {
+                self.forward_relay_publish(token, publish)
+            }
             (Phase::Ready, Frame::Moderate(moderate)) => self.on_moderate(token, moderate),
             (Phase::Ready, Frame::RelayPublish(publish)) => self.on_relay_publish(token, publish),
             (Phase::Ready, Frame::React(react)) => self.on_react(token, react),
@@ -201,87 +209,31 @@ impl Worker {
             self.reject_publish(token, publish.seq, denial.code);
             return;
         }
-        let limits = &self.limits;
-        if publish.payload.len() > limits.max_payload as usize {
-            self.reject_publish(token, publish.seq, ErrorCode::PayloadTooLarge);
+        if is_reserved(publish.topic.as_str()) {
+            debug!(topic = %publish.topic, "publish rejected: the topic is reserved for the server");
+            self.reject_publish(token, publish.seq, ErrorCode::Forbidden);
             return;
         }
         if self.shared.relay.is_some() {
+            if publish.payload.len() > self.limits.max_payload as usize {
+                self.reject_publish(token, publish.seq, ErrorCode::PayloadTooLarge);
+                return;
+            }
             self.forward_publish(token, publish);
             return;
         }
-        if self
-            .shared
-            .cluster
-            .as_ref()
-            .is_some_and(|map| !map.owns(&publish.topic))
-        {
-            self.reject_publish(token, publish.seq, ErrorCode::WrongOrigin);
-            return;
-        }
-        let max_batch = limits.max_batch_bytes;
-
-        let topic = match self.shared.registry.get(&publish.topic) {
-            Ok(topic) => topic,
-            Err(e) => {
-                error!(topic = %publish.topic, error = %e, "failed to open topic log");
-                self.reject_publish(token, publish.seq, ErrorCode::StorageFailed);
-                return;
-            }
-        };
-        let appended = {
-            let mut inner = topic.inner.lock();
-            if inner.failed.is_some() {
-                Err(None)
-            } else if let Err(e) = self.shared.registry.ensure_log(&topic, &mut inner) {
-                Err(Some(e.to_string()))
-            } else {
-                // The publisher id comes from the session's verified token, never from the
-                // client's payload.
-                let publisher = token
-                    .0
-                    .checked_sub(FIRST_CONN)
-                    .and_then(|index| self.conns.get(index))
-                    .map_or("", |conn| conn.session.publisher());
-                inner
-                    .append(
-                        &topic.name,
-                        publisher,
-                        &publish.payload,
-                        max_batch,
-                        &mut self.scratch,
-                    )
-                    .map_err(|e| Some(e.to_string()))
-            }
-        };
-        let offset = match appended {
-            Ok(offset) => offset,
-            Err(reason) => {
-                if let Some(reason) = reason {
-                    error!(topic = %publish.topic, error = %reason, "failed to append comment");
-                }
-                self.reject_publish(token, publish.seq, ErrorCode::StorageFailed);
-                return;
-            }
-        };
-
-        let conn_id = self.conn_mut(token).map_or(0, |c| {
-            c.pending_acks += 1;
-            c.id
-        });
-        let ack = PendingAck {
-            token,
-            conn_id,
+        // The publisher id and the PRIORITY flag come from the session's verified token, never
+        // from the client's payload.
+        let (publisher, flags) = self.session_author(token);
+        let comment = Comment {
             seq: publish.seq,
-            offset,
+            topic: publish.topic,
+            publisher,
+            flags,
+            payload: publish.payload,
             received,
         };
-        match self.dirty.entry(topic.id) {
-            Entry::Occupied(mut e) => e.get_mut().1.push(ack),
-            Entry::Vacant(e) => {
-                e.insert((topic, vec![ack]));
-            }
-        }
+        self.publish_at_origin(token, comment);
     }
 
     fn on_subscribe(&mut self, token: Token, subscribe: Subscribe) {
@@ -319,10 +271,14 @@ impl Worker {
                 return;
             }
         };
-        // A repeated SUBSCRIBE replaces the earlier subscription to the same topic.
-        self.remove_subscription(token, topic.id);
+        // A repeated SUBSCRIBE replaces the earlier subscription to the same topic, and keeps
+        // its cap.
+        let topic_id = topic.id;
+        let cap = self.take_cap(token, topic_id);
+        self.remove_subscription(token, topic_id);
         if self.shared.relay.is_some() {
             self.on_relay_subscribe(token, subscribe, topic);
+            self.restore_cap(token, topic_id, cap);
             return;
         }
 
@@ -354,6 +310,7 @@ impl Worker {
             (position, start)
         };
         self.attach_subscription(token, topic, position, start);
+        self.restore_cap(token, topic_id, cap);
     }
 
     /// Checks the connection's session allows a SUBSCRIBE to `topic`.
@@ -392,6 +349,8 @@ impl Worker {
             return;
         };
         debug!(conn = conn.id, topic = %name, start, stream = position.stream, "subscription started");
+        // At a relay, a CAP may have reached the subscription while it waited for the upstream.
+        let cap = conn.subs.get_mut(&topic_id).and_then(|s| s.cap.take());
         conn.subs.insert(
             topic_id,
             Subscription {
@@ -399,6 +358,7 @@ impl Worker {
                 next: start,
                 delivery,
                 stream: position.stream,
+                cap,
             },
         );
         self.local_subs.entry(topic_id).or_default().insert(token);
@@ -417,6 +377,7 @@ impl Worker {
         let Ok(state) = self.shared.registry.get(topic) else {
             return;
         };
+        self.flush_skipped(token, state.id);
         self.remove_subscription(token, state.id);
         if self.shared.relay.is_some() {
             self.forget_pending_subscribe(token, state.id);

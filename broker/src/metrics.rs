@@ -74,6 +74,8 @@ pub(crate) struct WorkerMetrics {
     pub(crate) catch_up_deliveries: LocalCounter,
     /// Subscriptions switched from live batches to catch-up from the log.
     pub(crate) slow_consumer_switches: LocalCounter,
+    /// Comments that capped subscriptions left out, counted once per subscriber.
+    pub(crate) comments_skipped: LocalCounter,
     /// Connections accepted.
     pub(crate) connections_accepted: LocalCounter,
     /// ERROR frames and rejecting acknowledgements sent, indexed by error code.
@@ -87,6 +89,39 @@ pub(crate) struct WorkerMetrics {
     /// Subscriptions of this worker's connections that catch up from the log, as of the last
     /// tick.
     pub(crate) catch_up_subscriptions: LocalCounter,
+    /// Reactions added up from REACT frames, a relay's sums included.
+    pub(crate) reactions: LocalCounter,
+    /// Reactions dropped, indexed by [`ReactionDrop`].
+    reactions_dropped: [LocalCounter; ReactionDrop::ALL.len()],
+}
+
+/// Reason for dropping reactions, the `reason` label of `chorus_reactions_dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReactionDrop {
+    /// Their topic already had `audience.max_reaction_kinds` other kinds in the interval.
+    KindLimit,
+    /// The connection that sent them does not subscribe to their topic.
+    NotSubscribed,
+    /// Their topic has no companion topics: it is reserved, its name is too long, or it has no
+    /// log at the origin.
+    NoCompanionTopic,
+}
+
+impl ReactionDrop {
+    const ALL: [ReactionDrop; 3] = [
+        ReactionDrop::KindLimit,
+        ReactionDrop::NotSubscribed,
+        ReactionDrop::NoCompanionTopic,
+    ];
+
+    /// Returns the value of the metric's `reason` label.
+    fn label(self) -> &'static str {
+        match self {
+            ReactionDrop::KindLimit => "kind_limit",
+            ReactionDrop::NotSubscribed => "not_subscribed",
+            ReactionDrop::NoCompanionTopic => "no_companion_topic",
+        }
+    }
 }
 
 /// A counter or gauge with a single writer.
@@ -108,12 +143,15 @@ pub(crate) struct Totals {
     pub(crate) live_deliveries: u64,
     pub(crate) catch_up_deliveries: u64,
     pub(crate) slow_consumer_switches: u64,
+    pub(crate) comments_skipped: u64,
     pub(crate) connections_accepted: u64,
     pub(crate) errors: [u64; ERROR_SLOTS],
     pub(crate) publish_ack: HistogramTotals,
     pub(crate) publish_deliver: HistogramTotals,
     pub(crate) queued_bytes: u64,
     pub(crate) catch_up_subscriptions: u64,
+    pub(crate) reactions: u64,
+    pub(crate) reactions_dropped: [u64; ReactionDrop::ALL.len()],
 }
 
 /// A histogram summed over all workers.
@@ -143,6 +181,7 @@ impl Metrics {
             totals.live_deliveries += worker.live_deliveries.get();
             totals.catch_up_deliveries += worker.catch_up_deliveries.get();
             totals.slow_consumer_switches += worker.slow_consumer_switches.get();
+            totals.comments_skipped += worker.comments_skipped.get();
             totals.connections_accepted += worker.connections_accepted.get();
             for (total, counter) in totals.errors.iter_mut().zip(&worker.errors) {
                 *total += counter.get();
@@ -151,6 +190,11 @@ impl Metrics {
             totals.publish_deliver.add(&worker.publish_deliver);
             totals.queued_bytes += worker.queued_bytes.get();
             totals.catch_up_subscriptions += worker.catch_up_subscriptions.get();
+            totals.reactions += worker.reactions.get();
+            let dropped = totals.reactions_dropped.iter_mut();
+            for (total, counter) in dropped.zip(&worker.reactions_dropped) {
+                *total += counter.get();
+            }
         }
         totals
     }
@@ -161,6 +205,13 @@ impl WorkerMetrics {
     pub(crate) fn error(&self, code: ErrorCode) {
         let slot = usize::from(code.as_u16()).min(ERROR_SLOTS - 1);
         self.errors[slot].add(1);
+    }
+
+    /// Counts `count` reactions dropped for `reason`.
+    pub(crate) fn reactions_dropped(&self, reason: ReactionDrop, count: u64) {
+        if count > 0 {
+            self.reactions_dropped[reason as usize].add(count);
+        }
     }
 }
 
@@ -298,6 +349,12 @@ impl Collector for BrokerCollector {
              queue was full or they missed a batch",
             totals.slow_consumer_switches,
         )?;
+        counter(
+            &mut encoder,
+            "chorus_comments_skipped",
+            "Comments that capped subscriptions left out, counted once per subscriber",
+            totals.comments_skipped,
+        )?;
         gauge(
             &mut encoder,
             "chorus_catch_up_subscriptions",
@@ -314,11 +371,28 @@ impl Collector for BrokerCollector {
         )?;
         gauge(
             &mut encoder,
+            "chorus_segment_files_open",
+            "Segment files open now, each with a file descriptor and usually a memory map; at \
+             most storage.max_open_files, plus those that reads in progress keep open",
+            self.shared.registry.data_dir().open_segment_files() as u64,
+            None,
+        )?;
+        gauge(
+            &mut encoder,
             "chorus_disk",
             "Bytes of segment files of the loaded topics",
             disk.bytes,
             Some(&Unit::Bytes),
         )?;
+        counter(
+            &mut encoder,
+            "chorus_segments_quarantined",
+            "Closed segments that recovery found damaged in the middle when it opened their \
+             topic; the log was cut at the damage and the bytes after it moved to the topic's \
+             quarantine directory",
+            self.shared.registry.quarantined_segments(),
+        )?;
+        encode_reactions(&mut encoder, &totals)?;
         encode_errors(&mut encoder, &totals)
     }
 }
@@ -363,6 +437,28 @@ fn encode_deliveries(encoder: &mut DescriptorEncoder, totals: &Totals) -> fmt::R
     ];
     for (mode, value) in modes {
         let labels = [("mode", mode)];
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn encode_reactions(encoder: &mut DescriptorEncoder, totals: &Totals) -> fmt::Result {
+    counter(
+        encoder,
+        "chorus_reactions",
+        "Reactions received in REACT frames and added up, the sums from relays included",
+        totals.reactions,
+    )?;
+    let mut metric = encoder.encode_descriptor(
+        "chorus_reactions_dropped",
+        "Reactions dropped; reason is kind_limit (the topic had audience.max_reaction_kinds \
+         other kinds in the interval), not_subscribed (the sender does not subscribe to the \
+         topic) or no_companion_topic (the topic is reserved, too long, or has no log)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (reason, value) in ReactionDrop::ALL.iter().zip(totals.reactions_dropped) {
+        let labels = [("reason", reason.label())];
         ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
     }
     Ok(())

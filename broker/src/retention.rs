@@ -138,6 +138,8 @@ impl Retention {
     /// Applies retention to every loaded topic, and to every topic on disk that may need it.
     /// Stops early when the thread is stopped.
     fn check_all(&mut self, control: &Control) {
+        // Opening a segment file also closes idle ones, but an idle broker opens none.
+        self.data_dir.close_idle_files();
         let now_us = now_us();
         self.load_topics_with_work(now_us, control);
         for topic in self.shared.registry.loaded() {
@@ -178,7 +180,14 @@ impl Retention {
             if control.is_stopped() {
                 return;
             }
-            let config = self.shared.config.log_config_for(&topic);
+            // The limits may have been changed at run time, which the topic's directory records.
+            let config = match self.shared.registry.log_config_for(&topic) {
+                Ok(config) => config,
+                Err(e) => {
+                    self.report(topic.as_str(), "read the retention override", Err(e));
+                    continue;
+                }
+            };
             let has_work = self
                 .data_dir
                 .topic_files(&topic)

@@ -7,16 +7,19 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use chorus_protocol::{ErrorCode, PublishAck};
+use chorus_protocol::{ErrorCode, ModerateAck, PublishAck};
 use mio::{Poll, Token, Waker};
 use parking_lot::{Mutex, RwLock};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info};
 
 use crate::admin::{AdminError, AdminServer, ConfigLoader};
+use crate::audience::Audience;
 use crate::auth::{AuthKeyError, Verifier};
 use crate::config::{Config, Role};
 use crate::metrics::Metrics;
+use crate::moderation::Moderation;
+pub use crate::moderation::ModerationError;
 use crate::relay::loops::Lineage;
 use crate::relay::{ClusterMap, Relay, RelayThreads};
 use crate::retention::RetentionThread;
@@ -52,6 +55,13 @@ pub(crate) enum WorkerMsg {
         token: Token,
         conn_id: u64,
         ack: PublishAck,
+    },
+    /// The MODERATE_ACK of a MODERATE that a relay forwarded upstream, for a client connection
+    /// of the receiving worker.
+    ModerateAck {
+        token: Token,
+        conn_id: u64,
+        ack: ModerateAck,
     },
 }
 
@@ -95,6 +105,8 @@ pub(crate) struct Shared {
     pub(crate) next_conn_id: AtomicU64,
     /// Counters for the metrics, one block per worker.
     pub(crate) metrics: Metrics,
+    /// Viewer counts and reaction sums that each worker publishes for worker 0 to add up.
+    pub(crate) audience: Audience,
     /// TLS configurations for new connections; replaced on reload.
     pub(crate) tls: RwLock<Option<TlsConfigs>>,
     /// This node's id and the relays connected below it, for loop detection.
@@ -105,18 +117,33 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<ClusterMap>,
     /// Token verifier, when `auth.enabled` is set.
     pub(crate) auth: Option<Verifier>,
+    /// Bans, slow mode and the publish limits, applied at an origin.
+    pub(crate) moderation: Moderation,
 }
 
 impl Shared {
     /// Reloads the certificate and key files named in the configuration. On failure the
     /// configuration in use stays, and the error says why.
     pub(crate) fn reload_tls(&self) -> Result<(), TlsError> {
-        if !self.config.tls.enabled() {
-            return Ok(());
+        if let Some(configs) = self.load_tls()? {
+            self.install_tls(configs);
         }
-        let configs = TlsConfigs::load(&self.config.tls)?;
-        *self.tls.write() = Some(configs);
         Ok(())
+    }
+
+    /// Reads the certificate, key and client CA files named in the configuration without
+    /// putting them in use. Returns `None` when no TLS listener is configured.
+    pub(crate) fn load_tls(&self) -> Result<Option<TlsConfigs>, TlsError> {
+        if !self.config.tls.enabled() {
+            return Ok(None);
+        }
+        TlsConfigs::load(&self.config.tls).map(Some)
+    }
+
+    /// Puts loaded TLS configurations in use for new connections; existing connections keep
+    /// the ones they started with.
+    pub(crate) fn install_tls(&self, configs: TlsConfigs) {
+        *self.tls.write() = Some(configs);
     }
 }
 
@@ -153,6 +180,9 @@ pub enum StartError {
     /// The keys that verify client tokens could not be loaded.
     #[error(transparent)]
     Auth(#[from] AuthKeyError),
+    /// The file of bans and slow-mode intervals could not be read.
+    #[error(transparent)]
+    Moderation(#[from] ModerationError),
 }
 
 /// A running broker.
@@ -174,8 +204,10 @@ impl Server {
     /// Opens the data directory, binds the listeners and starts one worker per configured core.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let auth = Verifier::from_config(&config.auth)?;
-        let data_dir = DataDir::open(&config.data_dir)?;
+        // main raised RLIMIT_NOFILE before this, and the file budget takes a share of it.
+        let data_dir = DataDir::open_with(&config.data_dir, config.storage.file_cache_config())?;
         info!(path = %data_dir.path().display(), "data directory opened");
+        let moderation = Moderation::open(&config.moderation, data_dir.path())?;
         let workers = config.worker_count();
 
         let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerKind)>> =
@@ -266,11 +298,13 @@ impl Server {
             connections: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             metrics: Metrics::new(workers),
+            audience: Audience::new(workers),
             tls: RwLock::new(tls_configs),
             lineage,
             relay,
             cluster,
             auth,
+            moderation,
         });
 
         // Started before the workers, so that a failure leaves no worker running; its requests

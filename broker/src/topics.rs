@@ -11,10 +11,11 @@ use chorus_protocol::Topic;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::{Config, Role};
+use crate::moderation::TopicPublishers;
 use crate::relay::RelayTopic;
-use crate::storage::{DataDir, StorageError, TopicLog};
+use crate::storage::{DataDir, DeletedOffsets, StorageError, TopicLog};
 
-mod admin;
+pub(crate) mod admin;
 
 /// A batch of consecutive comments, encoded once as an EVENTS frame and shared by every
 /// subscriber of the topic.
@@ -62,6 +63,10 @@ pub(crate) struct TopicInner {
     last_time_us: u64,
     /// Upstream state and edge cache, on a relay; a relay topic never has a log.
     pub(crate) relay: Option<RelayTopic>,
+    /// Offsets of deleted comments, loaded from the log's directory on first use.
+    pub(crate) deleted: Option<DeletedOffsets>,
+    /// Recent publishers of the topic, for slow mode and duplicate suppression.
+    pub(crate) publishers: TopicPublishers,
 }
 
 /// Position of a topic when a subscription starts: stream id, earliest offset and end.
@@ -85,6 +90,8 @@ impl TopicInner {
             failed: None,
             last_time_us: 0,
             relay: None,
+            deleted: None,
+            publishers: TopicPublishers::default(),
         }
     }
 
@@ -108,14 +115,17 @@ impl TopicInner {
         }
     }
 
-    /// Appends one comment to the log buffer and to the pending batch, and returns its offset.
+    /// Appends one entry to the log buffer and to the pending batch, and returns its offset.
     ///
-    /// The comment becomes visible to readers and subscribers at the next [`Self::commit`].
+    /// `flags` is the entry's flags byte (bits of [`chorus_protocol::event::flags`]), such as
+    /// `PRIORITY` for a comment of a moderator or `TOMBSTONE` for a deletion. The entry becomes
+    /// visible to readers and subscribers at the next [`Self::commit`].
     pub(crate) fn append(
         &mut self,
         name: &Topic,
         publisher: &str,
         payload: &[u8],
+        flags: u8,
         max_batch_bytes: usize,
         scratch: &mut BytesMut,
     ) -> Result<u64, LogError> {
@@ -127,7 +137,7 @@ impl TopicInner {
 
         let offset = self.log.as_ref().ok_or(LogError::NotOpen)?.next_offset();
         scratch.clear();
-        encode_entry(scratch, offset, time_us, 0, publisher, payload);
+        encode_entry(scratch, offset, time_us, flags, publisher, payload);
 
         // A full batch is committed before this comment joins the log buffer, so that the
         // committed end and the end of the ready batches stay equal.
@@ -188,6 +198,9 @@ pub(crate) enum LogError {
     /// An encoded entry was rejected; this points to a bug in the broker.
     #[error("invalid entry: {0}")]
     Entry(chorus_protocol::DecodeError),
+    /// An earlier commit failed, and the topic takes no appends until restart.
+    #[error("topic log failed earlier: {0}")]
+    Failed(String),
 }
 
 /// All topics known to this process.
@@ -228,7 +241,7 @@ impl Registry {
         let log = if !relay && self.data_dir.topic_exists(name) {
             Some(
                 self.data_dir
-                    .open_topic(name, &self.config.log_config_for(name))?,
+                    .open_topic(name, &self.log_config_for(name)?)?,
             )
         } else {
             None
@@ -254,14 +267,42 @@ impl Registry {
         inner: &mut TopicInner,
     ) -> Result<(), StorageError> {
         if inner.log.is_none() {
-            let config = self.config.log_config_for(&topic.name);
+            let config = self.log_config_for(&topic.name)?;
             inner.log = Some(self.data_dir.open_topic(&topic.name, &config)?);
         }
         Ok(())
     }
 
+    /// Returns the data directory that the topic logs live in.
+    pub(crate) fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
     /// Returns every topic loaded so far.
     pub(crate) fn loaded(&self) -> Vec<Arc<TopicState>> {
         self.topics.read().values().cloned().collect()
+    }
+
+    /// Returns the topic if it is loaded, without loading or creating it.
+    pub(crate) fn find(&self, name: &Topic) -> Option<Arc<TopicState>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// Appends a record that the broker writes itself, such as a viewer count, with an empty
+    /// publisher and no flags, opening the topic's log first if needed. Returns its offset; the
+    /// caller commits the topic.
+    pub(crate) fn append_internal(
+        &self,
+        topic: &TopicState,
+        payload: &[u8],
+        max_batch_bytes: usize,
+        scratch: &mut BytesMut,
+    ) -> Result<u64, LogError> {
+        let mut inner = topic.inner.lock();
+        if let Some(reason) = &inner.failed {
+            return Err(LogError::Failed(reason.clone()));
+        }
+        self.ensure_log(topic, &mut inner)?;
+        inner.append(&topic.name, "", payload, 0, max_batch_bytes, scratch)
     }
 }

@@ -24,6 +24,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+use crate::audience::WorkerAudience;
 use crate::config::Limits;
 use crate::conn::{Conn, Phase};
 use crate::relay::loops;
@@ -77,6 +78,9 @@ pub(crate) struct Worker {
     pub(crate) to_flush: HashSet<Token>,
     /// Connections with a subscription that is catching up from the log.
     pub(crate) catching_up: HashSet<Token>,
+    /// Connections that have or had a capped subscription, for the SKIPPED notices. The notice
+    /// tick removes those that have none any more.
+    pub(crate) capped: HashSet<Token>,
     /// Connections that stopped reading because of the read budget.
     more_to_read: Vec<Token>,
     /// Connections being closed, with the time by which they are dropped.
@@ -86,6 +90,8 @@ pub(crate) struct Worker {
     pub(crate) log_limiter: LogLimiter,
     /// At a relay, subscriptions waiting for their topic's upstream SUBSCRIBED, by topic id.
     pub(crate) relay_pending: HashMap<u64, Vec<PendingSubscribe>>,
+    /// Viewer counts and reaction sums of this worker's connections.
+    pub(crate) audience: WorkerAudience,
 }
 
 impl Worker {
@@ -108,6 +114,7 @@ impl Worker {
             shared.config.limits.max_frame,
         );
         let limits = shared.config.limits.clone();
+        let audience = WorkerAudience::new(index, &shared.config, Instant::now());
         Ok(Worker {
             index,
             poll,
@@ -122,12 +129,14 @@ impl Worker {
             dirty: HashMap::default(),
             to_flush: HashSet::default(),
             catching_up: HashSet::default(),
+            capped: HashSet::default(),
             more_to_read: Vec::new(),
             closing: HashMap::default(),
             scratch: BytesMut::with_capacity(64 * 1024),
             read_chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
             log_limiter: LogLimiter::default(),
             relay_pending: HashMap::default(),
+            audience,
         })
     }
 
@@ -140,7 +149,8 @@ impl Worker {
             let timeout = if self.has_immediate_work() {
                 Duration::ZERO
             } else {
-                next_tick.saturating_duration_since(Instant::now())
+                let deadline = next_tick.min(self.audience.next_due());
+                deadline.saturating_duration_since(Instant::now())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -158,6 +168,9 @@ impl Worker {
             }
             self.resume_reads();
             self.drain_channel();
+            // Before the commit, so that companion records appended now go out in this
+            // iteration.
+            self.audience_tick(Instant::now());
 
             self.end_iteration();
 
@@ -457,6 +470,11 @@ impl Worker {
                     conn_id,
                     ack,
                 } => self.on_forwarded_ack(token, conn_id, ack),
+                WorkerMsg::ModerateAck {
+                    token,
+                    conn_id,
+                    ack,
+                } => self.on_forwarded_moderate_ack(token, conn_id, ack),
             }
         }
         self.shared.workers[self.index].clear_woken();
@@ -546,6 +564,7 @@ impl Worker {
         for token in overdue {
             self.close_conn(token);
         }
+        self.send_skip_notices(now);
         self.flush_pending_writes();
         self.update_gauges();
         self.log_limiter.report(self.index);

@@ -9,13 +9,15 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_protocol::{ErrorCode, Frame};
+use chorus_protocol::{ErrorCode, Frame, ModAction};
 use mio::Token;
 use serde::Serialize;
 
 use crate::config::Limits;
 use crate::conn::{Conn, Delivery, Phase};
 use crate::metrics::WorkerMetrics;
+use crate::moderation::Outcome;
+use crate::relay::loops::parse_chain;
 use crate::topics::{Batch, TopicState};
 use crate::worker::{Worker, FIRST_CONN};
 
@@ -43,6 +45,17 @@ pub(crate) enum AdminRequest {
     },
     /// Replaces the limits the worker enforces.
     SetLimits { limits: Limits, reply: Sender<()> },
+    /// Carries out a moderation action for the admin endpoint, as a MODERATE would. Sent to
+    /// one worker only.
+    Moderate {
+        action: ModAction,
+        /// Reason kept with a ban.
+        reason: Option<String>,
+        reply: Sender<Result<Outcome, ErrorCode>>,
+    },
+    /// Lists the worker's connections from relays: those whose HELLO `client_name` carries a
+    /// relay chain.
+    RelayChildren { reply: Sender<Vec<ConnInfo>> },
 }
 
 /// One worker's reply to [`AdminRequest::Connections`].
@@ -95,6 +108,10 @@ pub(crate) struct ConnSummary {
     pub(crate) client: String,
 }
 
+/// Name of the admin endpoint as the author of moderation actions: the ban's `by` and the
+/// publisher of its tombstones.
+const ADMIN_ACTOR: &str = "admin";
+
 /// Message of the ERROR that a kicked client receives.
 const KICK_MESSAGE: &str = "connection closed by an administrator";
 
@@ -120,7 +137,26 @@ impl Worker {
                 self.limits = limits;
                 let _ = reply.send(());
             }
+            AdminRequest::Moderate {
+                action,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.moderate(&action, ADMIN_ACTOR, reason));
+            }
+            AdminRequest::RelayChildren { reply } => {
+                let _ = reply.send(self.list_relay_children());
+            }
         }
+    }
+
+    fn list_relay_children(&self) -> Vec<ConnInfo> {
+        let now = Instant::now();
+        self.conns
+            .iter()
+            .filter(|(_, conn)| parse_chain(&conn.client_name).is_some())
+            .map(|(_, conn)| self.conn_info(conn, now))
+            .collect()
     }
 
     fn list_connections(&self, topic: Option<&str>, limit: usize) -> ConnList {

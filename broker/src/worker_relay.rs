@@ -14,6 +14,7 @@ use tracing::debug;
 
 use crate::conn::{Delivery, Subscription};
 use crate::handler::start_offset;
+use crate::relay::forward::Author;
 use crate::relay::{PublishReply, Upstream};
 use crate::topics::{TopicInner, TopicState};
 use crate::worker::{Worker, FIRST_CONN};
@@ -80,6 +81,7 @@ impl Worker {
                 next: PENDING,
                 delivery: Delivery::Live,
                 stream: 0,
+                cap: None,
             },
         );
         self.local_subs.entry(topic_id).or_default().insert(token);
@@ -189,12 +191,22 @@ impl Worker {
         }
     }
 
-    /// Forwards a client's publish upstream; the acknowledgement comes back as
-    /// [`Worker::on_forwarded_ack`].
-    ///
-    /// NOTE: the publish goes over the relay's own upstream connection and PUBLISH has no field
-    /// for the original user, so the origin stores the relay token's `sub` as the publisher.
+    /// Forwards a client's publish upstream, as RELAY_PUBLISH with the user of the session's
+    /// token when it has one; the acknowledgement comes back as [`Worker::on_forwarded_ack`].
     pub(crate) fn forward_publish(&mut self, token: Token, publish: Publish) {
+        let author = self
+            .conn_mut(token)
+            .and_then(|conn| Author::of_session(&conn.session));
+        self.forward_publish_as(token, publish, author);
+    }
+
+    /// Forwards a publish upstream under `author`, or as plain PUBLISH without one.
+    pub(crate) fn forward_publish_as(
+        &mut self,
+        token: Token,
+        publish: Publish,
+        author: Option<Author>,
+    ) {
         // Counted like a publish waiting for its commit, so that a client that stops sending
         // still gets the acknowledgement before its connection closes.
         let conn_id = self.conn_mut(token).map_or(0, |c| {
@@ -210,7 +222,7 @@ impl Worker {
         let Some(relay) = self.shared.relay.as_ref() else {
             return;
         };
-        if let Err(reply) = relay.forward_publish(publish.topic, publish.payload, reply) {
+        if let Err(reply) = relay.forward_publish(publish.topic, publish.payload, author, reply) {
             self.on_forwarded_ack(
                 token,
                 conn_id,

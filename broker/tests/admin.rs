@@ -386,6 +386,7 @@ fn metrics_list_every_family() {
         "chorus_slow_consumer_switches",
         "chorus_catch_up_subscriptions",
         "chorus_disk_bytes",
+        "chorus_segments_quarantined",
         "chorus_errors",
     ];
     for family in families {
@@ -397,35 +398,73 @@ fn metrics_list_every_family() {
 }
 
 #[test]
-fn tree_says_links_are_not_reported() {
+fn origin_tree_has_no_links_or_children() {
     let dir = TestDir::new();
     let broker = start(&dir);
     let tree = Admin::new(&broker, None).get("/v1/tree");
+    assert_eq!(tree["role"], "origin");
     assert_eq!(tree["upstream"], Value::Null);
+    assert_eq!(tree["links"], Value::Array(Vec::new()));
+    assert_eq!(tree["topics"], Value::Array(Vec::new()));
     assert_eq!(tree["children"], Value::Array(Vec::new()));
-    assert_eq!(tree["links_reported"], false);
+    assert_eq!(tree["links_reported"], true);
 }
 
 #[test]
-fn moderation_endpoints_are_501() {
+fn ban_endpoints_add_list_and_lift_bans() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let admin = Admin::new(&broker, None);
+
+    let (status, banned) = admin.json("POST", "/v1/bans?user=spammer&reason=links");
+    assert_eq!(status, 200, "{banned}");
+    assert_eq!(banned["already_banned"], false);
+    let list = admin.get("/v1/bans");
+    assert_eq!(list["bans"][0]["user"], "spammer");
+    assert_eq!(list["bans"][0]["reason"], "links");
+    assert_eq!(list["bans"][0]["by"], "admin");
+
+    let (status, lifted) = admin.json("DELETE", "/v1/bans/spammer");
+    assert_eq!(status, 200, "{lifted}");
+    let (status, again) = admin.json("DELETE", "/v1/bans/spammer");
+    assert_eq!(status, 404, "{again}");
+    assert_eq!(admin.get("/v1/bans")["bans"], Value::Array(Vec::new()));
+}
+
+#[test]
+fn ban_request_with_half_a_purge_is_400() {
     let dir = TestDir::new();
     let broker = start(&dir);
     let admin = Admin::new(&broker, None);
     let cases = [
-        ("POST", "/v1/bans", "moderation"),
-        ("DELETE", "/v1/bans/someone", "moderation"),
-        ("DELETE", "/v1/topics/live/comments/3", "moderation"),
-        (
-            "PUT",
-            "/v1/topics/live/retention",
-            "runtime retention changes",
-        ),
+        "/v1/bans",
+        "/v1/bans?user=u&purge_topic=live",
+        "/v1/bans?user=u&purge_s=10",
+        "/v1/bans?user=u&purge_topic=live&purge_s=0",
+        "/v1/bans?user=u&purge_topic=..&purge_s=10",
     ];
-    for (method, path, feature) in cases {
-        let (status, reply) = admin.json(method, path);
-        assert_eq!(status, 501, "{method} {path}");
-        assert_eq!(reply["missing"], feature, "{method} {path}");
+    for path in cases {
+        let (status, reply) = admin.json("POST", path);
+        assert_eq!(status, 400, "{path}: {reply}");
     }
+}
+
+#[test]
+fn comment_endpoint_deletes_a_comment() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    publish(&broker, "live", 3);
+    let admin = Admin::new(&broker, None);
+
+    let (status, deleted) = admin.json("DELETE", "/v1/topics/live/comments/1");
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["tombstone"], 3);
+    let (status, again) = admin.json("DELETE", "/v1/topics/live/comments/1");
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["already_deleted"], true);
+    let (status, missing) = admin.json("DELETE", "/v1/topics/live/comments/99");
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["code"], "COMMENT_NOT_FOUND");
 }
 
 #[test]
@@ -572,12 +611,12 @@ fn empty_chunked_body_is_served() {
 }
 
 #[test]
-fn body_to_missing_feature_is_501() {
+fn body_to_ban_endpoint_is_413() {
     let dir = TestDir::new();
     let broker = start(&dir);
     let request = "POST /v1/bans HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
     let response = raw_exchange(broker.admin_addr(), request);
-    assert_eq!(raw_status(&response), 501, "{response}");
+    assert_eq!(raw_status(&response), 413, "{response}");
 }
 
 #[test]
@@ -678,4 +717,348 @@ fn connections_beyond_cap_get_503() {
         served,
         "status still rejected after the idle connections closed"
     );
+}
+
+/// Segment size small enough that a few dozen comments fill several segments.
+const SMALL_SEGMENTS: &str = "segment_bytes = 1024\n";
+
+/// Waits this long for the retention thread, a relay link or a delivery.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Starts a broker whose storage uses small segments and checks retention every
+/// `check_interval_ms`, with its configuration file in `dir`.
+fn start_small_segments(dir: &TestDir, check_interval_ms: u64) -> Broker {
+    let config = dir.write_config(&format!(
+        "[storage]\n{SMALL_SEGMENTS}retention_check_interval_ms = {check_interval_ms}\n"
+    ));
+    Broker::start(&dir.data(), &["--config", &config])
+}
+
+/// Publishes `count` comments of about 100 bytes each.
+fn publish_padded(broker: &Broker, name: &str, count: usize) {
+    let mut conn = connect(&broker.addr_string());
+    let payloads: Vec<Vec<u8>> = (0..count)
+        .map(|i| util::client::padded_payload(&format!("comment {i}"), 100))
+        .collect();
+    util::client::publish_pipelined(&mut conn, &topic(name), &payloads);
+}
+
+#[test]
+fn retention_change_deletes_old_segments_at_next_check() {
+    let dir = TestDir::new();
+    let broker = start_small_segments(&dir, 100);
+    publish_padded(&broker, "aged", 40);
+    let admin = Admin::new(&broker, None);
+    let before = admin.get("/v1/topics/aged");
+    assert!(before["segments"].as_u64().unwrap() > 2, "{before}");
+    assert_eq!(before["earliest"], 0);
+
+    let (status, reply) = admin.json("PUT", "/v1/topics/aged/retention?max_age_ms=1");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["retention"]["max_age_ms"], 1);
+    assert_eq!(reply["retention"]["max_age_set"], true);
+    assert_eq!(reply["retention"]["max_bytes_set"], false);
+
+    // Every comment is older than 1 ms, so the checks close the active segment and delete
+    // every closed one, which leaves the log empty at its end offset.
+    let emptied = wait_until(WAIT, || {
+        let topic = admin.get("/v1/topics/aged");
+        topic["earliest"] == 40
+    });
+    assert!(emptied, "{}", admin.get("/v1/topics/aged"));
+    let after = admin.get("/v1/topics/aged");
+    assert_eq!(after["end"], 40);
+    assert_eq!(after["segments"], 1);
+}
+
+#[test]
+fn retention_change_survives_restart() {
+    let dir = TestDir::new();
+    // One check at the start and none for an hour, so nothing is deleted before the restart.
+    let mut broker = start_small_segments(&dir, 3_600_000);
+    publish_padded(&broker, "event/kept", 40);
+    let admin = Admin::new(&broker, None);
+    let (status, reply) = admin.json("PUT", "/v1/topics/event%2Fkept/retention?max_bytes=2048");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["retention"]["max_bytes"], 2048);
+    let segments_before = reply["segments"].as_u64().unwrap();
+    assert!(segments_before > 3, "{reply}");
+    assert!(broker.stop());
+
+    let broker = start_small_segments(&dir, 100);
+    let admin = Admin::new(&broker, None);
+    let listed = admin.get("/v1/topics/event%2Fkept");
+    assert_eq!(listed["retention"]["max_bytes"], 2048);
+    assert_eq!(listed["retention"]["max_bytes_set"], true);
+    assert_eq!(listed["retention"]["max_age_set"], false);
+    assert_eq!(listed["retention"]["max_age_ms"], 7 * 24 * 3_600_000);
+
+    // The retention thread opens the topic because its files pass the stored size limit.
+    let trimmed = wait_until(WAIT, || {
+        let topic = admin.get("/v1/topics/event%2Fkept");
+        topic["earliest"]
+            .as_u64()
+            .is_some_and(|earliest| earliest > 0)
+    });
+    assert!(trimmed, "{}", admin.get("/v1/topics/event%2Fkept"));
+    let after = admin.get("/v1/topics/event%2Fkept");
+    assert!(
+        after["segments"].as_u64().unwrap() < segments_before,
+        "{after}"
+    );
+    assert_eq!(after["end"], 40);
+}
+
+#[test]
+fn retention_reset_returns_to_configured_limits() {
+    let dir = TestDir::new();
+    let broker = start_small_segments(&dir, 3_600_000);
+    publish(&broker, "reset", 2);
+    let admin = Admin::new(&broker, None);
+    let (status, _) = admin.json(
+        "PUT",
+        "/v1/topics/reset/retention?max_age_ms=60000&max_bytes=0",
+    );
+    assert_eq!(status, 200);
+
+    let (status, reply) = admin.json("PUT", "/v1/topics/reset/retention?max_age_ms=default");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["retention"]["max_age_set"], false);
+    assert_eq!(reply["retention"]["max_bytes_set"], true);
+
+    let (status, reply) = admin.json("DELETE", "/v1/topics/reset/retention");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["retention"]["max_bytes_set"], false);
+    assert_eq!(reply["retention"]["max_bytes"], Value::Null);
+    assert_eq!(reply["retention"]["max_age_ms"], 7 * 24 * 3_600_000);
+    let topic_dir = dir.data().join("topics").join("reset");
+    assert!(!topic_dir.join("topic.retention").exists());
+}
+
+#[test]
+fn retention_bad_values_are_400() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    publish(&broker, "strict", 1);
+    let admin = Admin::new(&broker, None);
+    let cases = [
+        ("?max_age_ms=2h", "invalid max_age_ms"),
+        ("?max_bytes=-1", "invalid max_bytes"),
+        ("?max_bytes=", "invalid max_bytes"),
+        ("?max_age=5", "unknown query parameter"),
+        ("", "missing retention"),
+    ];
+    for (query, expected) in cases {
+        let (status, reply) = admin.json("PUT", &format!("/v1/topics/strict/retention{query}"));
+        assert_eq!(status, 400, "{query}: {reply}");
+        let message = reply["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{query}: {message}");
+    }
+    let listed = admin.get("/v1/topics/strict");
+    assert_eq!(listed["retention"]["max_age_set"], false);
+}
+
+#[test]
+fn retention_of_unknown_topic_is_404() {
+    let dir = TestDir::new();
+    let broker = start(&dir);
+    let (status, reply) =
+        Admin::new(&broker, None).json("PUT", "/v1/topics/never/retention?max_age_ms=1000");
+    assert_eq!(status, 404, "{reply}");
+    assert!(!dir.data().join("topics").join("never").exists());
+}
+
+/// Recovery must count a closed segment that it found damaged in the middle, which it cuts and
+/// moves on from, so that an operator learns of the damage from the metrics.
+#[test]
+fn damaged_closed_segment_is_counted_as_quarantined() {
+    let dir = TestDir::new();
+    let mut broker = start_small_segments(&dir, 3_600_000);
+    publish_padded(&broker, "damaged", 40);
+    assert!(broker.stop());
+
+    let topic_dir = dir.data().join("topics").join("damaged");
+    let first = topic_dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&first, bytes).unwrap();
+    // Without its index files, recovery scans the segment instead of trusting them.
+    for suffix in ["index", "timeindex"] {
+        let _ = std::fs::remove_file(topic_dir.join(format!("{:020}.{suffix}", 0)));
+    }
+
+    let broker = start_small_segments(&dir, 3_600_000);
+    let admin = Admin::new(&broker, None);
+    let status = admin.get("/v1/status");
+    assert_eq!(status["segments_quarantined"], 0);
+
+    // Recovery runs when the topic is first used after the start.
+    publish(&broker, "damaged", 1);
+    let (_, text) = admin.request("GET", "/metrics");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("chorus_segments_quarantined_total "))
+        .unwrap_or_else(|| panic!("no quarantine counter in:\n{text}"));
+    assert_eq!(line, "chorus_segments_quarantined_total 1");
+    assert_eq!(admin.get("/v1/status")["segments_quarantined"], 1);
+}
+
+/// Writes a configuration with a TLS listener that uses `cert`, starts chorusd, and returns it
+/// with the TLS listener's address.
+fn start_tls(dir: &TestDir, cert: &util::pki::Issued) -> (Broker, String) {
+    let config = dir.write_config(&format!(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]\ncert_file = {:?}\nkey_file = {:?}\n",
+        cert.cert, cert.key
+    ));
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let line = broker.wait_for_log("listening with TLS", WAIT);
+    let addr = line[line.find("addr=").unwrap() + 5..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    (broker, addr)
+}
+
+/// Connects over TLS, trusting only the CA in `ca_file`.
+fn connect_tls(addr: &str, ca_file: &std::path::Path) -> Result<Connection, ClientError> {
+    let options = Options {
+        tls: Some(chorus_client::TlsOptions {
+            ca_file: Some(ca_file.to_owned()),
+            server_name: Some("localhost".to_owned()),
+            ..chorus_client::TlsOptions::default()
+        }),
+        ..options()
+    };
+    Connection::connect(addr, &options)
+}
+
+#[test]
+fn reload_replaces_certificate_for_new_connections() {
+    let dir = TestDir::new();
+    let first_ca = util::pki::Pki::new(dir.root(), "first");
+    let second_ca = util::pki::Pki::new(dir.root(), "second");
+    let cert = first_ca.server("server", false);
+    let (broker, tls_addr) = start_tls(&dir, &cert);
+    let admin = Admin::new(&broker, None);
+    let mut existing = connect_tls(&tls_addr, &first_ca.ca_file).unwrap();
+
+    // The renewed certificate comes from another CA, so a client tells the two apart by the
+    // CA it trusts.
+    let renewed = second_ca.server("renewed", false);
+    std::fs::copy(&renewed.cert, &cert.cert).unwrap();
+    std::fs::copy(&renewed.key, &cert.key).unwrap();
+    let (status, reply) = admin.json("POST", "/v1/reload");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["tls_reloaded"], true);
+
+    let mut renewed_conn = connect_tls(&tls_addr, &second_ca.ca_file).unwrap();
+    assert!(connect_tls(&tls_addr, &first_ca.ca_file).is_err());
+    let ack = existing.publish(&topic("secure"), b"still here").unwrap();
+    assert_eq!(ack.offset, 0);
+    let ack = renewed_conn.publish(&topic("secure"), b"renewed").unwrap();
+    assert_eq!(ack.offset, 1);
+}
+
+#[test]
+fn reload_rejects_bad_certificate_and_keeps_old() {
+    let dir = TestDir::new();
+    let ca = util::pki::Pki::new(dir.root(), "main");
+    let cert = ca.server("server", false);
+    let (broker, tls_addr) = start_tls(&dir, &cert);
+    let admin = Admin::new(&broker, None);
+
+    std::fs::write(&cert.cert, "not a certificate").unwrap();
+    let (status, reply) = admin.json("POST", "/v1/reload");
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"].as_str().unwrap();
+    assert!(message.contains("unchanged"), "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    assert!(message.contains("server.pem"), "{message}");
+    broker.wait_for_log("configuration reload rejected", WAIT);
+
+    let mut conn = connect_tls(&tls_addr, &ca.ca_file).unwrap();
+    let ack = conn.publish(&topic("secure"), b"old certificate").unwrap();
+    assert_eq!(ack.offset, 0);
+}
+
+/// Starts a relay named `node_id` below `upstreams`, with short reconnect delays.
+fn start_relay(dir: &TestDir, node_id: &str, upstreams: &[String]) -> Broker {
+    let list: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
+    let config = dir.write_config(&format!(
+        "role = \"relay\"\nnode_id = \"{node_id}\"\n[relay]\nupstreams = [{}]\n\
+         reconnect_initial_ms = 20\nreconnect_max_ms = 300\n",
+        list.join(", ")
+    ));
+    Broker::start(&dir.data(), &["--config", &config])
+}
+
+/// Returns a loopback address on which nothing listens.
+fn closed_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn tree_shows_links_lag_and_children() {
+    let origin_dir = TestDir::new();
+    let origin_config = origin_dir.write_config("node_id = \"origin\"\n");
+    let origin = Broker::start(&origin_dir.data(), &["--config", &origin_config]);
+    // The regional relay's primary upstream is down, so it fails over to the origin.
+    let regional_dir = TestDir::new();
+    let upstreams = [closed_addr(), origin.addr_string()];
+    let regional = start_relay(&regional_dir, "regional", &upstreams);
+    let edge_dir = TestDir::new();
+    let edge = start_relay(&edge_dir, "edge", &[regional.addr_string()]);
+
+    let name = topic("tree/live");
+    let mut viewer = connect(&edge.addr_string());
+    viewer.subscribe(&name, StartAt::Latest, 0).unwrap();
+    publish(&origin, "tree/live", 3);
+    assert_eq!(collect_events_of(&mut viewer, &name, 3), 3);
+
+    let edge_tree = Admin::new(&edge, None).get("/v1/tree");
+    assert_eq!(edge_tree["node_id"], "edge");
+    assert_eq!(edge_tree["role"], "relay");
+    let link = &edge_tree["links"][0];
+    assert_eq!(link["address"], regional.addr_string());
+    assert_eq!(link["connected"], true);
+    assert_eq!(link["failovers"], 0);
+    assert!(link["since_unix_ms"].as_u64().unwrap() > 0, "{link}");
+    assert_eq!(edge_tree["upstream"], regional.addr_string());
+    let lag = &edge_tree["topics"][0];
+    assert_eq!(lag["topic"], "tree/live");
+    assert_eq!(lag["state"], "subscribed");
+    assert_eq!(lag["cache_end"], 3);
+    assert_eq!(lag["offset_lag"], 0);
+    assert!(lag["time_lag_ms"].is_u64(), "{lag}");
+    assert!(lag["last_batch_age_ms"].is_u64(), "{lag}");
+    assert_eq!(lag["subscribers"], 1);
+    assert_eq!(edge_tree["children"], Value::Array(Vec::new()));
+
+    let regional_tree = Admin::new(&regional, None).get("/v1/tree");
+    let link = &regional_tree["links"][0];
+    assert_eq!(link["address"], origin.addr_string());
+    assert_eq!(link["connected"], true);
+    assert_eq!(link["failovers"], 1);
+    let child = &regional_tree["children"][0];
+    assert_eq!(child["node_id"], "edge");
+    assert_eq!(child["topics"], serde_json::json!(["tree/live"]));
+
+    // A relay keeps no log, so it has no retention to change.
+    let (status, reply) =
+        Admin::new(&edge, None).json("PUT", "/v1/topics/tree%2Flive/retention?max_age_ms=1000");
+    assert_eq!(status, 409, "{reply}");
+
+    let origin_tree = Admin::new(&origin, None).get("/v1/tree");
+    assert_eq!(origin_tree["links"], Value::Array(Vec::new()));
+    let child = &origin_tree["children"][0];
+    assert_eq!(child["node_id"], "regional");
+    assert_eq!(child["topics"], serde_json::json!(["tree/live"]));
+}
+
+/// Receives comments of `name` until `count` have arrived, and returns how many did.
+fn collect_events_of(conn: &mut Connection, name: &chorus_client::Topic, count: usize) -> usize {
+    util::client::collect_events(conn, name, count).len()
 }

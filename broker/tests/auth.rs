@@ -337,10 +337,10 @@ fn relay_with_relay_token_serves_subscriber() {
     assert_eq!(events[0].publisher, "ivan");
 }
 
-/// A relay forwards its clients' publishes over its own upstream connection, and PUBLISH has no
-/// field for the original user, so the origin stores the relay's user id.
+/// A relay forwards its clients' publishes as RELAY_PUBLISH, which names the user of the token
+/// the relay verified, so the origin stores that user rather than the relay's.
 #[test]
-fn relay_forwarded_publish_carries_relay_subject() {
+fn relay_forwarded_publish_carries_author_subject() {
     let key = ed_key();
     let origin = start(&key, "");
     let relay_token = hs256_token(&claims("relay-eu-2", "relay", &["live/**"]), SECRET);
@@ -368,7 +368,7 @@ fn relay_forwarded_publish_carries_relay_subject() {
     assert!(ack.is_ok(), "publish through the relay: {ack:?}");
     let events = collect_events(&mut subscriber, &topic, 1);
 
-    assert_eq!(events[0].publisher, "relay-eu-2");
+    assert_eq!(events[0].publisher, "mallory");
 }
 
 #[test]

@@ -116,7 +116,7 @@ fn unknown_frame_type_is_rejected() {
     let dir = TestDir::new();
     let (broker, mut good) = start(&dir, &[]);
 
-    for frame_type in [0x00, kind::ERROR + 1, 0xff] {
+    for frame_type in [0x00, kind::RELAY_PUBLISH + 1, 0xff] {
         let mut attacker = ready_conn(&broker);
         attacker.send(&raw_frame(frame_type, &[]));
         attacker.expect_close_error(ErrorCode::UnknownFrameType);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, builds and tests the TypeScript client. Needs Node 20 or newer with npm, and a Rust
-# toolchain for chorusd, which the integration tests start on loopback ports. The demo page's
-# browser test also needs Debian's chromium package, which it installs with apt-get as root.
+# toolchain for chorusd, which the integration tests start on loopback ports. The TLS tests
+# generate their certificates with the openssl command and are skipped without it. The demo
+# page's browser test also needs Debian's chromium package, which it installs with apt-get as
+# root.
 set -euo pipefail
 cd "$(dirname "$0")"
 

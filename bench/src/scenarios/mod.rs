@@ -11,6 +11,7 @@ mod check;
 pub(crate) mod fanout;
 pub(crate) mod idle;
 mod load;
+pub(crate) mod moderation;
 mod pool;
 mod procfs;
 mod proto;
@@ -24,6 +25,7 @@ mod sockets;
 pub(crate) mod spike;
 mod stamp;
 pub(crate) mod topics;
+mod tree;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

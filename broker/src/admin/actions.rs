@@ -10,6 +10,7 @@ use super::http::Reply;
 use super::views::ask_workers;
 use super::Admin;
 use crate::config::{Config, Limits};
+use crate::tls::TlsConfigs;
 use crate::worker_admin::AdminRequest;
 
 /// Configuration keys that a reload applies without a restart. Every other changed key is
@@ -90,8 +91,10 @@ impl Admin {
         }))
     }
 
-    /// Reads the configuration again, applies the keys in [`LIVE_KEYS`], and reports the
-    /// changed keys that need a restart.
+    /// Reads the configuration again, applies the keys in [`LIVE_KEYS`], reloads the TLS
+    /// certificate, key and client CA files (at the paths the running configuration names),
+    /// and reports the changed keys that need a restart. When any of it fails, nothing is
+    /// applied.
     pub(super) fn reload(&mut self) -> Reply {
         let loaded = match self.loader.lock().as_ref() {
             Some(load) => load(),
@@ -124,6 +127,15 @@ impl Admin {
             Ok(changes) => changes,
             Err(e) => return not_reloaded(&format!("failed to compare the configurations: {e}")),
         };
+        // Loaded before anything is applied, so that a bad certificate leaves every setting
+        // as it was.
+        let tls = match self.shared.load_tls() {
+            Ok(tls) => tls,
+            Err(e) => {
+                let reason = format!("failed to load the TLS certificate or key: {e}");
+                return not_reloaded(&reason);
+            }
+        };
         let limits_changed = applied.iter().any(|c| c.key.starts_with("limits."));
         let unanswered = if limits_changed {
             let limits = next.limits.clone();
@@ -139,6 +151,7 @@ impl Admin {
         self.apply_token(token);
         self.running = next;
         log_reload(&applied, &restart, token_changed);
+        let tls_reloaded = self.install_tls(tls);
 
         let mut applied: Vec<Value> = applied.into_iter().map(change_json).collect();
         if token_changed {
@@ -150,7 +163,24 @@ impl Admin {
             "applied": applied,
             "restart_required": restart.into_iter().map(change_json).collect::<Vec<_>>(),
             "unanswered_workers": unanswered,
+            "tls_reloaded": tls_reloaded,
         }))
+    }
+
+    /// Puts reloaded TLS configurations in use, if any TLS listener has them; returns whether it
+    /// did.
+    fn install_tls(&self, tls: Option<TlsConfigs>) -> bool {
+        let Some(tls) = tls else {
+            return false;
+        };
+        self.shared.install_tls(tls);
+        let config = &self.shared.config.tls;
+        info!(
+            cert_file = ?config.cert_file,
+            key_file = ?config.key_file,
+            "TLS certificates reloaded for new connections"
+        );
+        true
     }
 
     fn apply_token(&mut self, token: Option<String>) {

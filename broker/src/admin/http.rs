@@ -28,16 +28,17 @@ pub(super) enum Route {
     Topics,
     Topic(String),
     DeleteTopic(String),
+    SetRetention(String),
+    ResetRetention(String),
     Connections,
     Kick(String),
     Tree,
     Reload,
-    /// An endpoint whose feature the broker does not have yet.
-    NotImplemented {
-        /// The missing feature, for scripts.
-        missing: &'static str,
-        message: &'static str,
-    },
+    Bans,
+    Ban,
+    Unban(String),
+    /// Topic and offset, as given in the path.
+    DeleteComment(String, String),
 }
 
 impl Reply {
@@ -58,11 +59,6 @@ impl Reply {
     /// Returns `{"error": message}` with `status`.
     pub(super) fn error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, &json!({ "error": message.into() }))
-    }
-
-    /// Returns 501 for an action that needs a feature the broker does not have yet.
-    pub(super) fn not_implemented(missing: &str, message: &str) -> Reply {
-        Reply::json(501, &json!({ "error": message, "missing": missing }))
     }
 
     pub(super) fn text(content_type: &'static str, body: String) -> Reply {
@@ -100,9 +96,7 @@ impl Admin {
             Ok(route) => route,
             Err(reply) => return reply,
         };
-        // A route of a missing feature still returns 501, because chorusctl sends a body to some
-        // of them.
-        if request.has_body() && !matches!(route, Route::NotImplemented { .. }) {
+        if request.has_body() {
             return Reply::error(
                 413,
                 "admin endpoints take no request body; send the request without a body, \
@@ -115,11 +109,16 @@ impl Admin {
             Route::Topics => self.topics(),
             Route::Topic(name) => self.topic(&name),
             Route::DeleteTopic(name) => self.delete_topic(&name),
+            Route::SetRetention(name) => self.set_retention(&name, query),
+            Route::ResetRetention(name) => self.reset_retention(&name),
             Route::Connections => self.connections(query),
             Route::Kick(id) => self.kick(&id),
             Route::Tree => self.tree(),
+            Route::Bans => self.bans(),
+            Route::Ban => self.ban(query),
+            Route::Unban(user) => self.unban(&user),
+            Route::DeleteComment(topic, offset) => self.delete_comment(&topic, &offset),
             Route::Reload => self.reload(),
-            Route::NotImplemented { missing, message } => Reply::not_implemented(missing, message),
         }
     }
 
@@ -209,25 +208,24 @@ pub(super) fn route(method: &str, path: &str) -> Result<Route, Reply> {
                 _ => Err(method_not_allowed("GET, DELETE")),
             }
         }
-        ["v1", "topics", _, "retention"] => only(
-            method,
-            "PUT",
-            Route::NotImplemented {
-                missing: "runtime retention changes",
-                message: "changing a topic's retention while chorusd runs is not supported yet; \
-                          set storage.retention_ms, storage.retention_bytes or a \
-                          [[storage.topics]] entry in the configuration file and restart chorusd",
-            },
-        ),
-        ["v1", "topics", _, "comments", _] => only(
-            method,
-            "DELETE",
-            Route::NotImplemented {
-                missing: "moderation",
-                message: "deleting a comment needs moderation, which this version of chorusd \
-                          does not have",
-            },
-        ),
+        ["v1", "topics", topic, "retention"] => {
+            let topic = decode(topic)
+                .ok_or_else(|| Reply::error(400, "topic name in the path is not valid UTF-8"))?;
+            match method {
+                "PUT" => Ok(Route::SetRetention(topic)),
+                "DELETE" => Ok(Route::ResetRetention(topic)),
+                _ => Err(method_not_allowed("PUT, DELETE")),
+            }
+        }
+        ["v1", "topics", topic, "comments", offset] => {
+            let topic = decode(topic)
+                .ok_or_else(|| Reply::error(400, "topic name in the path is not valid UTF-8"))?;
+            only(
+                method,
+                "DELETE",
+                Route::DeleteComment(topic, (*offset).to_owned()),
+            )
+        }
         ["v1", "topics", ..] => Err(Reply::error(
             404,
             "no such endpoint; a topic name is one path segment with each '/' written as %2F, \
@@ -238,22 +236,15 @@ pub(super) fn route(method: &str, path: &str) -> Result<Route, Reply> {
         ["v1", "tree"] => only(method, "GET", Route::Tree),
         ["v1", "reload"] => only(method, "POST", Route::Reload),
         ["v1", "bans"] => match method {
-            "GET" | "POST" => Ok(Route::NotImplemented {
-                missing: "moderation",
-                message: "banning users needs moderation, which this version of chorusd does \
-                          not have",
-            }),
+            "GET" => Ok(Route::Bans),
+            "POST" => Ok(Route::Ban),
             _ => Err(method_not_allowed("GET, POST")),
         },
-        ["v1", "bans", _] => only(
-            method,
-            "DELETE",
-            Route::NotImplemented {
-                missing: "moderation",
-                message: "lifting a ban needs moderation, which this version of chorusd does not \
-                          have",
-            },
-        ),
+        ["v1", "bans", user] => {
+            let user = decode(user)
+                .ok_or_else(|| Reply::error(400, "user id in the path is not valid UTF-8"))?;
+            only(method, "DELETE", Route::Unban(user))
+        }
         _ => Err(Reply::error(404, format!("no such endpoint: {path}"))),
     }
 }
@@ -286,6 +277,19 @@ mod tests {
     }
 
     #[test]
+    fn retention_path_is_percent_decoded() {
+        let route = route("PUT", "/v1/topics/event%2Ffinal/retention").unwrap();
+        assert_eq!(route, Route::SetRetention("event/final".into()));
+    }
+
+    #[test]
+    fn retention_path_takes_put_and_delete_only() {
+        let reply = route("GET", "/v1/topics/live/retention").unwrap_err();
+        assert_eq!(reply.status, 405);
+        assert_eq!(reply.allow, Some("PUT, DELETE"));
+    }
+
+    #[test]
     fn wrong_method_is_405_with_allow() {
         let reply = route("POST", "/v1/status").unwrap_err();
         assert_eq!(reply.status, 405);
@@ -303,15 +307,17 @@ mod tests {
     }
 
     #[test]
-    fn ban_routes_to_not_implemented() {
-        let route = route("POST", "/v1/bans").unwrap();
-        assert!(matches!(
-            route,
-            Route::NotImplemented {
-                missing: "moderation",
-                ..
-            }
-        ));
+    fn moderation_paths_are_percent_decoded() {
+        let route_of = |method, path| route(method, path).unwrap();
+        assert_eq!(route_of("POST", "/v1/bans"), Route::Ban);
+        assert_eq!(
+            route_of("DELETE", "/v1/bans/user%201"),
+            Route::Unban("user 1".into())
+        );
+        assert_eq!(
+            route_of("DELETE", "/v1/topics/a%2Fb/comments/7"),
+            Route::DeleteComment("a/b".into(), "7".into())
+        );
     }
 
     #[test]

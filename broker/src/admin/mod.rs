@@ -13,21 +13,35 @@
 //! | `GET /v1/topics` | every topic loaded or on disk, with offsets, rate, subscribers, size |
 //! | `GET /v1/topics/{topic}` | one topic |
 //! | `DELETE /v1/topics/{topic}` | ends its subscriptions and deletes its log |
+//! | `PUT /v1/topics/{topic}/retention?max_age_ms=A&max_bytes=B` | changes its retention |
+//! | `DELETE /v1/topics/{topic}/retention` | goes back to the configured retention |
+//! | `DELETE /v1/topics/{topic}/comments/{offset}` | deletes one comment with a tombstone |
+//! | `GET /v1/bans` | the banned users and the topics in slow mode |
+//! | `POST /v1/bans?user=U&reason=R&purge_topic=T&purge_s=N` | bans a user, optionally purging |
+//! | `DELETE /v1/bans/{user}` | lifts a ban |
 //! | `GET /v1/connections?topic=T&limit=N` | connections with their subscriptions |
 //! | `POST /v1/connections/{id}/kick` | sends ERROR to the connection and closes it |
-//! | `GET /v1/tree` | this node's place in the relay tree |
-//! | `POST /v1/reload` | rereads the configuration file and applies the limits |
+//! | `GET /v1/tree` | upstream links, relay topic lag, and the relays connected below |
+//! | `POST /v1/reload` | rereads the configuration file, applies the limits, reloads TLS |
 //! | `GET /metrics` | Prometheus metrics in the OpenMetrics text format |
 //!
-//! A topic name is one path segment, with each `/` written as `%2F`. Bans and comment deletion
-//! respond with 501 until the broker has moderation. Retention changes respond with 501 too,
-//! because retention is set in the configuration file and read at startup.
+//! A topic name is one path segment, with each `/` written as `%2F`. The `moderation` module
+//! describes the moderation parameters, the `retention` module the retention parameters, and
+//! the `tree` module how lag is measured.
+//!
+//! `POST /v1/reload` reads the TLS certificate, key and client CA files again at the paths the
+//! running configuration names, as SIGHUP does. It checks the configuration file and the
+//! certificates before it applies anything, so a bad certificate rejects the whole reload
+//! with 400 and leaves the certificates in use and every setting unchanged.
 
 mod actions;
 mod config;
 mod http;
+mod moderation;
 mod rates;
+mod retention;
 mod server;
+mod tree;
 mod views;
 
 use std::net::SocketAddr;

@@ -10,9 +10,10 @@ use tracing::error;
 
 use super::http::{query_param, Reply};
 use super::rates::WINDOW;
+use super::tree::connected_upstreams;
 use super::Admin;
 use crate::server::{Shared, WorkerMsg};
-use crate::storage::{LogConfig, TopicFiles};
+use crate::storage::{LogConfig, RetentionOverride, TopicFiles};
 use crate::topics::TopicState;
 use crate::worker_admin::{AdminRequest, ConnInfo, ConnList};
 
@@ -89,8 +90,9 @@ impl Admin {
             "rate_window_s": round(published.window_s),
             "published_total": totals.published,
             "delivered_total": totals.live_deliveries + totals.catch_up_deliveries,
-            "upstream": Value::Null,
-            "links_reported": false,
+            "segments_quarantined": self.shared.registry.quarantined_segments(),
+            "upstream": connected_upstreams(&self.link_statuses()),
+            "links_reported": true,
         }))
     }
 
@@ -133,8 +135,8 @@ impl Admin {
             Reply::error(500, format!("failed to list topics on disk: {e}"))
         })?;
         for (name, files) in &on_disk {
-            let config = self.shared.config.log_config_for(name);
-            topics.push(unloaded_topic(name, files, &config));
+            let retention = self.topic_retention(name, None);
+            topics.push(unloaded_topic(name, files, retention));
         }
         topics.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         Ok(topics)
@@ -148,11 +150,9 @@ impl Admin {
         let segments = inner.log.as_ref().map_or(0, |log| log.segment_count());
         let subscribers: u64 = inner.interest.iter().map(|&n| u64::from(n)).sum();
         let failed = inner.failed.clone();
-        let retention = match &inner.log {
-            Some(log) => retention(log.config()),
-            None => retention(&self.shared.config.log_config_for(&topic.name)),
-        };
+        let config = inner.log.as_ref().map(|log| log.config().clone());
         drop(inner);
+        let retention = self.topic_retention(&topic.name, config);
 
         let rate = self.rates.topic(topic.id, position.end, now);
         json!({
@@ -212,25 +212,33 @@ impl Admin {
         }))
     }
 
-    pub(super) fn tree(&self) -> Reply {
-        Reply::ok(&json!({
-            "role": self.role(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "upstream": Value::Null,
-            "children": [],
-            "links_reported": false,
-            "note": "the admin endpoint does not report relay links yet, so upstream and \
-                     children are empty whatever links this node has",
-        }))
+    /// Returns a topic's retention limits: those of `config`, the settings of its open log,
+    /// or else the configured ones with the limits set at run time.
+    fn topic_retention(&self, name: &Topic, config: Option<LogConfig>) -> Value {
+        let registry = &self.shared.registry;
+        let (config, limits) = match (config, registry.retention_override(name)) {
+            (Some(config), Ok(limits)) => (config, limits),
+            (None, Ok(limits)) => {
+                let mut config = self.shared.config.log_config_for(name);
+                limits.apply(&mut config);
+                (config, limits)
+            }
+            (config, Err(e)) => {
+                error!(topic = %name, error = %e, "failed to read the topic's retention override");
+                let config = config.unwrap_or_else(|| self.shared.config.log_config_for(name));
+                return retention(&config, None);
+            }
+        };
+        retention(&config, Some(limits))
     }
 
     /// Returns the configured role, "origin" or "relay".
-    fn role(&self) -> Value {
+    pub(super) fn role(&self) -> Value {
         serde_json::to_value(self.shared.config.role).unwrap_or(Value::Null)
     }
 }
 
-fn unloaded_topic(name: &Topic, files: &TopicFiles, config: &LogConfig) -> Value {
+fn unloaded_topic(name: &Topic, files: &TopicFiles, retention: Value) -> Value {
     json!({
         "name": name.as_str(),
         "loaded": false,
@@ -242,18 +250,22 @@ fn unloaded_topic(name: &Topic, files: &TopicFiles, config: &LogConfig) -> Value
         "subscribers": 0,
         "bytes_on_disk": files.bytes,
         "segments": files.segments,
-        "retention": retention(config),
+        "retention": retention,
         "failed": Value::Null,
     })
 }
 
-/// Returns a topic's retention limits; `null` stands for no limit.
-fn retention(config: &LogConfig) -> Value {
+/// Returns a topic's retention limits in force, where `null` means no limit. The `_set` fields
+/// tell whether a limit was set at run time rather than by the configuration file. They are
+/// `null` when the stored override could not be read.
+fn retention(config: &LogConfig, limits: Option<RetentionOverride>) -> Value {
     let limit = |value: u64| (value > 0).then_some(value);
     json!({
         "max_age_ms": limit(config.retention_ms),
         "max_bytes": limit(config.retention_bytes),
         "idle_delete_ms": limit(config.topic_idle_delete_ms),
+        "max_age_set": limits.map(|l| l.retention_ms.is_some()),
+        "max_bytes_set": limits.map(|l| l.retention_bytes.is_some()),
     })
 }
 

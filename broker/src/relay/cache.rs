@@ -1,10 +1,14 @@
-//! The edge cache of a relay topic: the most recent upstream EVENTS frames, unchanged, so that
-//! resumes, catch-up and "last N" requests are served at the relay.
+//! The edge cache of a relay topic: the most recent upstream EVENTS frames, so that resumes,
+//! catch-up and "last N" requests are served at the relay.
+//!
+//! Frames are cached as they arrived, except that a tombstone passing through replaces the
+//! cached frame holding the deleted comment by one in which that entry has the `DELETED` flag
+//! and an empty payload.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use chorus_protocol::event::{measure_entry, EventsFrameBuilder};
+use chorus_protocol::event::{flags, measure_entry, EventsFrameBuilder, ENTRY_FIXED_LEN};
 use chorus_protocol::{Topic, HEADER_LEN};
 
 use crate::topics::{Batch, Position};
@@ -111,6 +115,16 @@ impl EdgeCache {
         self.bytes
     }
 
+    /// Returns when the newest cached batch arrived and the broker time of its newest comment,
+    /// or `None` when nothing is cached.
+    pub(crate) fn last_arrival(&self) -> Option<(std::time::Instant, u64)> {
+        let newest = self.batches.back()?;
+        let time_us = entries(&newest.batch.frame)
+            .map(|(_, entry)| entry_time(entry))
+            .max()?;
+        Some((newest.batch.appended, time_us))
+    }
+
     /// Appends a batch that starts at or after the end, then evicts the oldest batches until
     /// the limits hold again. The newest batch always stays, even when it alone passes a
     /// limit, so the cache can serve what it just received.
@@ -156,6 +170,28 @@ impl EdgeCache {
         })
     }
 
+    /// Replaces the cached frame that contains the comment at `target` by one in which that entry
+    /// has the `DELETED` flag and an empty payload. Returns false, and changes nothing, when
+    /// the comment is not cached, is a tombstone, or is already marked deleted.
+    ///
+    /// Workers that hold the old frame keep it: only reads from the cache see the change.
+    pub(crate) fn apply_tombstone(&mut self, topic: &Topic, target: u64) -> bool {
+        let index = self.batches.partition_point(|c| c.batch.end <= target);
+        let Some(cached) = self.batches.get_mut(index) else {
+            return false;
+        };
+        let batch = &mut cached.batch;
+        if batch.first > target {
+            return false;
+        }
+        let Some(frame) = delete_entry(topic, batch.stream, &batch.frame, target) else {
+            return false;
+        };
+        self.bytes = self.bytes - batch.frame.len() + frame.len();
+        batch.frame = frame;
+        true
+    }
+
     /// Returns the offset of the first cached comment whose broker time is at or after
     /// `time_us`. When none is, returns the end, or the first offset not cached yet while the
     /// announced backlog is still arriving (its comments may be that recent).
@@ -199,6 +235,67 @@ pub(crate) fn tail_frame(topic: &Topic, stream: u64, frame: &Bytes, from: u64) -
     (builder.finish(), comments)
 }
 
+/// Returns the offsets that the tombstones of a valid EVENTS frame delete, in frame order.
+pub(crate) fn tombstone_targets(frame: &Bytes) -> Vec<u64> {
+    entries(frame)
+        .filter(|(_, entry)| entry_flags(entry) & flags::TOMBSTONE != 0)
+        .filter_map(|(_, entry)| tombstone_target(entry))
+        .collect()
+}
+
+/// Reads the deleted offset from a tombstone entry, whose payload is exactly that u64.
+fn tombstone_target(entry: &[u8]) -> Option<u64> {
+    let len_at = ENTRY_FIXED_LEN + usize::from(entry[ENTRY_FIXED_LEN - 1]);
+    let payload = entry.get(len_at + 4..)?;
+    (payload.len() == 8).then(|| read_u64(payload))
+}
+
+/// Encodes `frame` again with the entry at `target` marked `DELETED` and its payload removed,
+/// keeping its offset, time, other flags and publisher. Returns `None` when the frame has no
+/// such entry, or the entry is a tombstone or already deleted.
+fn delete_entry(topic: &Topic, stream: u64, frame: &Bytes, target: u64) -> Option<Bytes> {
+    let (_, entry) = entries(frame).find(|(offset, _)| *offset == target)?;
+    if entry_flags(entry) & (flags::TOMBSTONE | flags::DELETED) != 0 {
+        return None;
+    }
+    let mut builder = EventsFrameBuilder::new(topic, stream, frame.len());
+    for (offset, entry) in entries(frame) {
+        let pushed = if offset == target {
+            builder.push_encoded(&deleted_entry(entry))
+        } else {
+            builder.push_encoded(entry)
+        };
+        // The entries come from a frame validated when it arrived, in increasing offset order,
+        // which is all that `push_encoded` checks.
+        if let Err(e) = pushed {
+            tracing::error!(%topic, offset, error = %e, "invalid entry in a cached frame; skipped");
+        }
+    }
+    Some(builder.finish())
+}
+
+/// Returns a copy of an encoded entry with the `DELETED` flag set and an empty payload.
+fn deleted_entry(entry: &[u8]) -> Vec<u8> {
+    let publisher_len = usize::from(entry[ENTRY_FIXED_LEN - 1]);
+    let mut deleted = entry[..ENTRY_FIXED_LEN + publisher_len].to_vec();
+    deleted[ENTRY_FLAGS_AT] |= flags::DELETED;
+    deleted.extend_from_slice(&0u32.to_be_bytes());
+    deleted
+}
+
+/// Position of the flags byte in an encoded entry, after the offset and the broker time.
+const ENTRY_FLAGS_AT: usize = 16;
+
+fn entry_flags(entry: &[u8]) -> u8 {
+    entry.get(ENTRY_FLAGS_AT).copied().unwrap_or(0)
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(value)
+}
+
 /// Iterates over the encoded entries of a valid EVENTS frame, with their offsets.
 fn entries(frame: &Bytes) -> impl Iterator<Item = (u64, &[u8])> {
     // Header, topic (length byte and name), stream id and count come before the entries.
@@ -215,11 +312,7 @@ fn entries(frame: &Bytes) -> impl Iterator<Item = (u64, &[u8])> {
 
 /// Reads the broker time of an encoded entry: the u64 after its offset.
 fn entry_time(entry: &[u8]) -> u64 {
-    let mut time = [0u8; 8];
-    if let Some(bytes) = entry.get(8..16) {
-        time.copy_from_slice(bytes);
-    }
-    u64::from_be_bytes(time)
+    entry.get(8..ENTRY_FLAGS_AT).map_or(0, read_u64)
 }
 
 #[cfg(test)]
@@ -337,6 +430,105 @@ mod tests {
         let (frame, comments) = tail_frame(&topic(), STREAM, &batch(0, 10).frame, 7);
         assert_eq!(offsets(&frame), [7, 8, 9]);
         assert_eq!(comments, 3);
+    }
+
+    fn decoded(frame: &Bytes) -> Vec<Event> {
+        match decode_frame(frame.clone()).unwrap() {
+            Frame::Events(events) => events.iter().collect(),
+            other => panic!("expected EVENTS, got {other:?}"),
+        }
+    }
+
+    /// Builds a frame with one tombstone at `offset` that deletes `target`.
+    fn tombstone(offset: u64, target: u64) -> Bytes {
+        let event = Event {
+            offset,
+            time_us: offset * 1000,
+            flags: flags::TOMBSTONE,
+            publisher: "mod".into(),
+            payload: Bytes::copy_from_slice(&target.to_be_bytes()),
+        };
+        Frame::Events(Events::new(topic(), STREAM, &[event])).to_bytes()
+    }
+
+    #[test]
+    fn tombstone_marks_cached_comment_deleted() {
+        let mut cache = filled(100);
+        assert!(cache.apply_tombstone(&topic(), 15));
+        let events = decoded(&cache.read_from(&topic(), 10).unwrap().frame);
+        let deleted = &events[5];
+        assert_eq!(deleted.offset, 15);
+        assert_eq!(deleted.flags, flags::DELETED);
+        assert!(deleted.payload.is_empty());
+        assert_eq!(deleted.time_us, 15_000);
+    }
+
+    #[test]
+    fn tombstone_keeps_other_cached_comments() {
+        let mut cache = filled(100);
+        cache.apply_tombstone(&topic(), 15);
+        let events = decoded(&cache.read_from(&topic(), 10).unwrap().frame);
+        let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, (10..20).collect::<Vec<u64>>());
+        assert_eq!(events[4].payload, "comment 14");
+        assert_eq!(events[4].flags, 0);
+    }
+
+    #[test]
+    fn tombstone_keeps_byte_count_exact() {
+        let mut cache = filled(100);
+        cache.apply_tombstone(&topic(), 25);
+        let expected: usize = [0, 10, 20]
+            .iter()
+            .map(|first| cache.read_from(&topic(), *first).unwrap().frame.len())
+            .sum();
+        assert_eq!(cache.bytes(), expected);
+    }
+
+    #[test]
+    fn tail_read_after_tombstone_has_no_text() {
+        let mut cache = filled(100);
+        cache.apply_tombstone(&topic(), 17);
+        let events = decoded(&cache.read_from(&topic(), 16).unwrap().frame);
+        assert_eq!(events[1].offset, 17);
+        assert!(events[1].payload.is_empty());
+    }
+
+    #[test]
+    fn second_tombstone_changes_nothing() {
+        let mut cache = filled(100);
+        assert!(cache.apply_tombstone(&topic(), 3));
+        assert!(!cache.apply_tombstone(&topic(), 3));
+    }
+
+    #[test]
+    fn tombstone_for_evicted_comment_changes_nothing() {
+        let mut cache = filled(25);
+        assert!(!cache.apply_tombstone(&topic(), 3));
+        assert!(!cache.apply_tombstone(&topic(), 30));
+    }
+
+    #[test]
+    fn tombstone_entry_is_never_marked_deleted() {
+        let mut cache = filled(100);
+        let frame = tombstone(30, 4);
+        cache.push(
+            Batch {
+                first: 30,
+                end: 31,
+                frame,
+                appended: Instant::now(),
+                stream: STREAM,
+            },
+            1,
+        );
+        assert!(!cache.apply_tombstone(&topic(), 30));
+    }
+
+    #[test]
+    fn tombstone_targets_are_read_from_frame() {
+        assert_eq!(tombstone_targets(&tombstone(40, 12)), [12]);
+        assert!(tombstone_targets(&batch(0, 10).frame).is_empty());
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! The link thread owns the connection's writing half. It takes [`Command`]s from the workers,
 //! reconnects after a loss, and on every new connection resumes each topic from the end of its
 //! cache. A reader thread per connection receives the upstream's frames: it puts EVENTS into
-//! the caches and hands them to the workers, completes subscriptions, and routes publish
-//! acknowledgements back. Neither thread ever waits on a worker: they only send on the
+//! the caches and hands them to the workers, completes subscriptions, and routes PUBLISH_ACK
+//! and MODERATE_ACK frames back. Neither thread ever waits on a worker: they only send on the
 //! workers' channels.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -19,14 +20,17 @@ use chorus_client::{
     ClientError, Connection, ConnectionReader, ConnectionWriter, Options, TlsOptions,
 };
 use chorus_protocol::{
-    ErrorCode, Events, Frame, PublishAck, StartAt, Subscribe, Subscribed, Topic,
+    ErrorCode, Events, Frame, ModAction, Moderate, Publish, PublishAck, RelayPublish, StartAt,
+    Subscribe, Subscribed, Topic, Welcome,
 };
 use mio::Token;
 use parking_lot::Mutex;
 use rand::Rng;
 use tracing::{debug, error, info, info_span, trace, warn};
 
-use super::cache::{frame_span, tail_frame};
+use super::cache::{frame_span, tail_frame, tombstone_targets};
+use super::forward::{Author, ModerateReply};
+use super::status::update_link;
 use super::{hand_to_workers, tell_workers, Upstream};
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, TopicState};
@@ -49,12 +53,23 @@ pub(crate) enum Command {
     Subscribe(Arc<TopicState>),
     /// Ends the upstream subscription to the topic.
     Unsubscribe(Topic),
-    /// Forwards a client's publish upstream.
+    /// Forwards a client's publish upstream: as RELAY_PUBLISH when it has an author, as
+    /// PUBLISH otherwise.
     Publish {
         topic: Topic,
         payload: Bytes,
+        author: Option<Author>,
         reply: PublishReply,
     },
+    /// Forwards a MODERATE upstream.
+    Moderate {
+        action: ModAction,
+        reply: ModerateReply,
+    },
+    /// Viewer counts and reaction sums for the upstream (AUDIENCE and REACT frames). They are
+    /// dropped while the link has no connection, because the next interval's report replaces
+    /// them.
+    Report(Vec<Frame>),
     /// The reader of connection number `generation` stopped, for the reason given.
     Lost { generation: u64, error: String },
     /// Closes the connection and ends the link.
@@ -96,6 +111,9 @@ impl PublishReply {
 
 /// Forwarded publishes waiting for their acknowledgement, by the link's sequence number.
 type InFlight = Arc<Mutex<HashMap<u64, PublishReply>>>;
+
+/// Forwarded MODERATE frames waiting for their MODERATE_ACK, by the link's sequence number.
+type Moderations = Arc<Mutex<HashMap<u64, ModerateReply>>>;
 
 /// Reconnect plan of a link: exponential backoff with full jitter, failover through the
 /// targets in order, and back to the primary after every loss.
@@ -272,8 +290,10 @@ impl Link {
             match Connection::connect(&target, &self.options()) {
                 Ok(conn) => {
                     self.failover.connected(Instant::now());
+                    update_link(&self.shared, self.index, |s| s.connected(&target));
                     let stop = self.serve(conn, &target);
                     self.failover.lost(Instant::now());
+                    update_link(&self.shared, self.index, |s| s.lost());
                     if stop {
                         return;
                     }
@@ -290,7 +310,11 @@ impl Link {
                     }
                     self.failover.failed();
                     let next = self.failover.next_attempt().target;
-                    if next != attempt.target {
+                    let moved = next != attempt.target;
+                    update_link(&self.shared, self.index, |s| {
+                        s.attempt_failed(&target, e.to_string(), moved);
+                    });
+                    if moved {
                         info!(from = %target, to = %self.targets[next], "failing over to the next upstream");
                     }
                 }
@@ -350,8 +374,13 @@ impl Link {
                     debug!(%topic, "no upstream connection; publish rejected");
                     reply.fail(&self.shared);
                 }
+                Command::Moderate { reply, .. } => {
+                    debug!("no upstream connection; MODERATE rejected");
+                    reply.fail(&self.shared);
+                }
                 // Topic states are read again when the next connection resumes them.
                 Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Lost { .. } => {}
+                Command::Report(_) => {}
             }
             if left.is_zero() {
                 return true;
@@ -372,6 +401,7 @@ impl Link {
             }
         };
         let inflight = InFlight::default();
+        let moderations = Moderations::default();
         let silence = match welcome.idle_timeout_ms {
             0 => SILENCE_SLACK,
             ms => Duration::from_millis(u64::from(ms)) * 2 + SILENCE_SLACK,
@@ -381,7 +411,9 @@ impl Link {
             index: self.index,
             generation: self.generation,
             inflight: inflight.clone(),
+            moderations: moderations.clone(),
             silence,
+            forbidden_logged: Cell::new(false),
         };
         let reader_thread = std::thread::Builder::new()
             .name(format!("chorusd-link-{}-reader", self.index))
@@ -397,6 +429,7 @@ impl Link {
         let mut session = Session {
             writer,
             inflight,
+            moderations,
             next_seq: 1,
         };
         let outcome = match reader_thread {
@@ -426,6 +459,17 @@ impl Link {
             warn!(
                 count = stranded.len(),
                 "forwarded publishes lost with the upstream connection"
+            );
+        }
+        for reply in stranded {
+            reply.fail(&self.shared);
+        }
+        let stranded: Vec<ModerateReply> =
+            session.moderations.lock().drain().map(|(_, r)| r).collect();
+        if !stranded.is_empty() {
+            warn!(
+                count = stranded.len(),
+                "forwarded MODERATE frames lost with the upstream connection"
             );
         }
         for reply in stranded {
@@ -477,8 +521,11 @@ impl Link {
             Command::Publish {
                 topic,
                 payload,
+                author,
                 reply,
-            } => session.publish(&self.shared, &topic, &payload, reply),
+            } => session.publish(&self.shared, topic, payload, author, reply),
+            Command::Moderate { action, reply } => session.moderate(&self.shared, action, reply),
+            Command::Report(frames) => queue_report(&mut session.writer, &frames),
         };
         match written {
             Ok(()) => Step::Continue,
@@ -529,12 +576,13 @@ impl Link {
     }
 }
 
-/// The writing half of one connection and its publishes in flight.
+/// The writing half of one connection and the requests in flight on it.
 struct Session {
     writer: ConnectionWriter,
     inflight: InFlight,
-    /// The sequence number the writer gives the next publish. The client numbers publishes
-    /// from 1 on each connection, and the link publishes only through this writer.
+    moderations: Moderations,
+    /// The sequence number of the next PUBLISH, RELAY_PUBLISH or MODERATE, counted from 1 on
+    /// each connection.
     next_seq: u64,
 }
 
@@ -544,36 +592,75 @@ impl Session {
     fn publish(
         &mut self,
         shared: &Shared,
-        topic: &Topic,
-        payload: &[u8],
+        topic: Topic,
+        payload: Bytes,
+        author: Option<Author>,
         reply: PublishReply,
     ) -> Result<(), ClientError> {
-        let expected = self.next_seq;
-        self.inflight.lock().insert(expected, reply);
-        match self.writer.send_publish(topic, payload) {
-            Ok(seq) => {
-                if seq != expected {
-                    error!(expected, seq, "upstream sequence numbers out of step");
-                    let mut inflight = self.inflight.lock();
-                    if let Some(reply) = inflight.remove(&expected) {
-                        inflight.insert(seq, reply);
-                    }
-                }
-                self.next_seq = seq + 1;
-                Ok(())
-            }
-            Err(ClientError::PayloadTooLarge { .. }) => {
-                self.inflight.lock().remove(&expected);
-                reply.answer(shared, ErrorCode::PayloadTooLarge, 0, 0);
-                Ok(())
-            }
-            Err(e) => {
-                self.inflight.lock().remove(&expected);
-                reply.fail(shared);
-                Err(e)
-            }
+        if !fits_upstream(self.writer.welcome(), &topic, &payload) {
+            reply.answer(shared, ErrorCode::PayloadTooLarge, 0, 0);
+            return Ok(());
         }
+        let seq = self.take_seq();
+        let frame = match author {
+            Some(Author { user, priority }) => Frame::RelayPublish(RelayPublish {
+                seq,
+                topic,
+                user,
+                priority,
+                payload,
+            }),
+            None => Frame::Publish(Publish {
+                seq,
+                topic,
+                payload,
+            }),
+        };
+        self.inflight.lock().insert(seq, reply);
+        if let Err(e) = self.writer.queue(&frame) {
+            self.inflight.lock().remove(&seq);
+            reply.fail(shared);
+            return Err(e);
+        }
+        Ok(())
     }
+
+    /// Queues a forwarded MODERATE, registered before it is written like a publish.
+    fn moderate(
+        &mut self,
+        shared: &Shared,
+        action: ModAction,
+        reply: ModerateReply,
+    ) -> Result<(), ClientError> {
+        let seq = self.take_seq();
+        self.moderations.lock().insert(seq, reply);
+        let frame = Frame::Moderate(Moderate { seq, action });
+        if let Err(e) = self.writer.queue(&frame) {
+            if let Some(reply) = self.moderations.lock().remove(&seq) {
+                reply.fail(shared);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+}
+
+/// Returns whether the upstream that sent `welcome` accepts a publish of `payload` to `topic`:
+/// within its `max_payload`, and within its `max_frame` with the largest RELAY_PUBLISH head. A
+/// limit of 0 means the upstream announced none.
+fn fits_upstream(welcome: &Welcome, topic: &Topic, payload: &[u8]) -> bool {
+    // RELAY_PUBLISH body: seq, topic, user of up to 255 bytes, priority, payload length.
+    let head = 8 + 1 + topic.as_str().len() + 1 + 255 + 1 + 4;
+    let max_payload = welcome.max_payload as usize;
+    let max_frame = welcome.max_frame as usize;
+    (max_payload == 0 || payload.len() <= max_payload)
+        && (max_frame == 0 || head + payload.len() <= max_frame)
 }
 
 /// The reader thread of one connection.
@@ -582,8 +669,11 @@ struct Reader {
     index: usize,
     generation: u64,
     inflight: InFlight,
+    moderations: Moderations,
     /// Silence after which the upstream counts as dead.
     silence: Duration,
+    /// Whether the upstream's first FORBIDDEN for a forwarded publish was logged.
+    forbidden_logged: Cell<bool>,
 }
 
 impl Reader {
@@ -635,10 +725,25 @@ impl Reader {
             Frame::Events(events) => self.on_events(events),
             Frame::Subscribed(subscribed) => self.on_subscribed(&subscribed),
             Frame::PublishAck(ack) => {
+                if ack.code == ErrorCode::Forbidden && !self.forbidden_logged.replace(true) {
+                    // Once per connection, because every later publish would repeat it.
+                    warn!(
+                        "upstream rejected a forwarded publish with FORBIDDEN: either the topic \
+                         is reserved, or relay.token lacks the relay role (which RELAY_PUBLISH \
+                         needs) or pub_topics that cover the topic"
+                    );
+                }
                 let reply = self.inflight.lock().remove(&ack.seq);
                 match reply {
                     Some(reply) => reply.answer(&self.shared, ack.code, ack.offset, ack.stream),
                     None => warn!(seq = ack.seq, "PUBLISH_ACK for no forwarded publish"),
+                }
+            }
+            Frame::ModerateAck(ack) => {
+                let reply = self.moderations.lock().remove(&ack.seq);
+                match reply {
+                    Some(reply) => reply.answer(&self.shared, ack.code),
+                    None => warn!(seq = ack.seq, "MODERATE_ACK for no forwarded MODERATE"),
                 }
             }
             other => trace!(kind = other.kind(), "ignored a frame from upstream"),
@@ -693,6 +798,16 @@ impl Reader {
             stream,
         };
         relay.cache.push(batch.clone(), count);
+        // The batch goes to the workers unchanged, and only the cached copy loses deleted text.
+        for target in tombstone_targets(&batch.frame) {
+            let applied = relay.cache.apply_tombstone(&topic.name, target);
+            debug!(
+                topic = %topic.name,
+                offset = target,
+                cached = applied,
+                "tombstone passed through"
+            );
+        }
         let wake = hand_to_workers(&self.shared, &topic, &inner, &batch);
         drop(inner);
         for worker in wake {
@@ -777,6 +892,31 @@ impl Reader {
             self.shared.workers[worker].wake();
         }
     }
+}
+
+impl super::Relay {
+    /// Hands viewer counts and reaction sums to link number `link`, to be sent upstream.
+    pub(crate) fn send_report(&self, link: usize, frames: Vec<Frame>) {
+        self.send(link, Command::Report(frames));
+    }
+}
+
+/// Queues AUDIENCE and REACT frames for the next flush. A frame longer than the upstream's
+/// `max_frame` is dropped with a warning, because sending it would close the connection.
+fn queue_report(writer: &mut ConnectionWriter, frames: &[Frame]) -> Result<(), ClientError> {
+    let max_body = writer.welcome().max_frame as usize;
+    for frame in frames {
+        let body = frame.to_bytes().len() - chorus_protocol::HEADER_LEN;
+        if body > max_body {
+            warn!(
+                kind = frame.kind(),
+                body, max_body, "report frame larger than the upstream accepts; dropped"
+            );
+            continue;
+        }
+        writer.queue(frame)?;
+    }
+    Ok(())
 }
 
 /// Returns whether the upstream refused the connection because of the relay's token.

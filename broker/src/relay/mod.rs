@@ -5,15 +5,18 @@
 //! for it, with one upstream subscription per topic however many subscribers sit below, and ends
 //! it `relay.linger_ms` after the last one leaves. Upstream EVENTS frames go into the topic's
 //! [`cache::EdgeCache`] and to the workers as [`Batch`]es, which the origin's delivery path
-//! then fans out. Publishes are forwarded upstream and their acknowledgements mapped back.
+//! then fans out. Publishes and MODERATE frames are forwarded upstream ([`forward`]) and their
+//! acknowledgements mapped back.
 //!
 //! Upstream links run on threads of their own with the blocking client ([`link`]); they hand
 //! everything to the workers through the workers' channels and never wait on a worker.
 
 pub(crate) mod cache;
 pub(crate) mod config;
+pub(crate) mod forward;
 mod link;
 pub(crate) mod loops;
+pub(crate) mod status;
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -22,13 +25,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_protocol::Topic;
+use chorus_protocol::{ModAction, Topic};
 use tracing::{error, info};
 
 use crate::config::Config;
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, Position, TopicInner, TopicState};
 use cache::EdgeCache;
+use forward::{Author, ModerateReply};
 pub(crate) use link::{Command, PublishReply};
 
 /// State of a relay topic's upstream subscription.
@@ -100,9 +104,13 @@ impl ClusterMap {
     }
 
     /// Returns the index of the origin that owns `topic`.
+    ///
+    /// The companion topics `_viewers/T` and `_reactions/T` go with `T`, because the origin
+    /// that owns `T` counts its viewers and reactions and writes them.
     pub(crate) fn owner(&self, topic: &Topic) -> usize {
+        let name = crate::audience::routing_name(topic);
         // The remainder is below `origins.len()`, so it fits in usize.
-        (fnv1a64(topic.as_str().as_bytes()) % self.origins.len() as u64) as usize
+        (fnv1a64(name.as_bytes()) % self.origins.len() as u64) as usize
     }
 
     /// Returns whether this origin owns `topic`.
@@ -129,6 +137,8 @@ pub(crate) struct Relay {
     links: Vec<Sender<Command>>,
     /// Routes topics to links when the cluster map is in use.
     map: Option<ClusterMap>,
+    /// State of each link, for the admin endpoint.
+    pub(crate) statuses: status::LinkStatuses,
 }
 
 impl Relay {
@@ -137,7 +147,16 @@ impl Relay {
         let map = ClusterMap::from_config(config);
         let count = map.as_ref().map_or(1, |m| m.origins.len());
         let (links, receivers) = (0..count).map(|_| mpsc::channel()).unzip();
-        (Relay { links, map }, receivers)
+        let targets = (0..count)
+            .map(|index| link_targets(config, index))
+            .collect();
+        let statuses = status::LinkStatuses::new(targets);
+        let relay = Relay {
+            links,
+            map,
+            statuses,
+        };
+        (relay, receivers)
     }
 
     /// Returns the index of the link that carries `topic`.
@@ -152,23 +171,47 @@ impl Relay {
         self.send(link, Command::Subscribe(topic.clone()));
     }
 
+    /// Returns the number of links.
+    pub(crate) fn links(&self) -> usize {
+        self.links.len()
+    }
+
     /// Hands a publish to the topic's link. Returns the reply back when the link has stopped.
     pub(crate) fn forward_publish(
         &self,
         topic: Topic,
         payload: Bytes,
+        author: Option<Author>,
         reply: PublishReply,
     ) -> Result<(), PublishReply> {
         let link = self.link_index(&topic);
         let command = Command::Publish {
             topic,
             payload,
+            author,
             reply,
         };
         self.links[link].send(command).map_err(|e| match e.0 {
             Command::Publish { reply, .. } => reply,
             _ => unreachable!("the command sent was a publish"),
         })
+    }
+
+    /// Hands a MODERATE to link number `link`; when the link has stopped, the reply records
+    /// `UPSTREAM_UNAVAILABLE` at once.
+    pub(crate) fn forward_moderate(
+        &self,
+        link: usize,
+        action: ModAction,
+        reply: ModerateReply,
+        shared: &Shared,
+    ) {
+        let command = Command::Moderate { action, reply };
+        if let Err(e) = self.links[link].send(command) {
+            if let Command::Moderate { reply, .. } = e.0 {
+                reply.fail(shared);
+            }
+        }
     }
 
     fn send(&self, link: usize, command: Command) {
@@ -196,10 +239,7 @@ impl RelayThreads {
             maintenance: None,
         };
         for (index, commands) in receivers.into_iter().enumerate() {
-            let targets = match ClusterMap::from_config(config) {
-                Some(map) => vec![map.origins[index].clone()],
-                None => config.relay.upstreams.clone(),
-            };
+            let targets = link_targets(config, index);
             match link::LinkThread::start(shared.clone(), index, targets, commands) {
                 Ok(thread) => threads.links.push(thread),
                 Err(e) => {
@@ -235,6 +275,15 @@ impl RelayThreads {
                 error!("the relay linger thread panicked");
             }
         }
+    }
+}
+
+/// Returns the upstream addresses of link `index`, primary first: the origin that owns the
+/// link's topics when `cluster.origins` is set, else `relay.upstreams`.
+fn link_targets(config: &Config, index: usize) -> Vec<String> {
+    match ClusterMap::from_config(config) {
+        Some(map) => vec![map.origins[index].clone()],
+        None => config.relay.upstreams.clone(),
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -12,6 +13,7 @@ use parking_lot::Mutex;
 
 use super::config::LogConfig;
 use super::error::StorageError;
+use super::file_cache::{effective_max_open_files, nofile_soft_limit, FileCache, FileCacheConfig};
 use super::log::TopicLog;
 use super::meta::META_FILE;
 use super::retention::TRASH_DIR;
@@ -39,6 +41,10 @@ pub(super) struct Shared {
     /// Open file that carries the exclusive lock; closing it releases the lock.
     _lock: File,
     open_topics: Mutex<HashSet<Topic>>,
+    /// Open segment files of every topic, within the budget of open files.
+    files: Arc<FileCache>,
+    /// Closed segments that recovery found damaged since the directory was opened.
+    quarantined_segments: AtomicU64,
 }
 
 /// The segment files of a topic, as [`DataDir::topic_files`] finds them.
@@ -71,6 +77,16 @@ impl DataDir {
     /// another process or another `DataDir` in this process has it, returns
     /// [`StorageError::Locked`].
     pub fn open(path: &Path) -> Result<DataDir, StorageError> {
+        DataDir::open_with(path, FileCacheConfig::default())
+    }
+
+    /// Opens the data directory like [`DataDir::open`], keeping at most
+    /// `files.max_open_files` segment files open across all topics.
+    ///
+    /// That budget is lowered to a quarter of the process's soft `RLIMIT_NOFILE` when that is
+    /// smaller, so that most descriptors stay free for client connections. The limit is read
+    /// now, so a caller that raises it does so first.
+    pub fn open_with(path: &Path, files: FileCacheConfig) -> Result<DataDir, StorageError> {
         fs::create_dir_all(path).map_err(StorageError::io("create directory", path))?;
 
         let lock_path = path.join(LOCK_FILE);
@@ -96,10 +112,38 @@ impl DataDir {
             topics,
             _lock: lock,
             open_topics: Mutex::new(HashSet::new()),
+            files: Arc::new(open_file_cache(files)),
+            quarantined_segments: AtomicU64::new(0),
         };
         Ok(DataDir {
             shared: Arc::new(shared),
         })
+    }
+
+    /// Returns the number of closed segments that recovery found damaged in the middle since
+    /// this directory was opened. Recovery cuts each such log at the damage and moves what
+    /// follows into the topic's `quarantine` directory.
+    pub fn quarantined_segments(&self) -> u64 {
+        self.shared.quarantined_segments.load(Ordering::Relaxed)
+    }
+
+    /// Returns the number of segment files open now, across all topics. Reads in progress may
+    /// keep a few more open for their duration.
+    pub fn open_segment_files(&self) -> usize {
+        self.shared.files.open_files()
+    }
+
+    /// Returns the maximum number of segment files kept open at once, after the limit on
+    /// descriptors was applied.
+    pub fn max_open_segment_files(&self) -> usize {
+        self.shared.files.max_open()
+    }
+
+    /// Closes the segment files that no append or read used for the idle time, and returns how
+    /// many it closed. Opening a file does this too, so a caller needs it only while no topic
+    /// is used, for example from a timer.
+    pub fn close_idle_files(&self) -> usize {
+        self.shared.files.close_idle_files()
     }
 
     /// Returns the path the directory was opened with.
@@ -186,6 +230,24 @@ impl DataDir {
     }
 }
 
+/// Creates the file cache, with the budget lowered to a share of the descriptor limit.
+fn open_file_cache(config: FileCacheConfig) -> FileCache {
+    let nofile = nofile_soft_limit();
+    let max_open = match nofile {
+        Some(limit) => effective_max_open_files(config.max_open_files, limit),
+        None => config.max_open_files.max(1),
+    };
+    if max_open < config.max_open_files {
+        tracing::info!(
+            configured = config.max_open_files,
+            max_open,
+            nofile_limit = nofile,
+            "lowered max_open_files to a quarter of the open-file limit"
+        );
+    }
+    FileCache::new(max_open, config.idle_close)
+}
+
 /// Takes the exclusive lock on the open lock file, failing at once if another holder has it.
 fn lock_exclusive(lock: &File, path: &Path) -> Result<(), StorageError> {
     match lock.try_lock() {
@@ -251,6 +313,18 @@ impl TopicClaim {
     /// Returns the claimed topic.
     pub(super) fn topic(&self) -> &Topic {
         &self.topic
+    }
+
+    /// Counts a closed segment of this topic that recovery found damaged.
+    pub(super) fn count_quarantined_segment(&self) {
+        self.shared
+            .quarantined_segments
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns the cache of open segment files, shared by every topic of the data directory.
+    pub(super) fn file_cache(&self) -> &Arc<FileCache> {
+        &self.shared.files
     }
 
     /// Returns the directory that deleted topic directories are moved to.

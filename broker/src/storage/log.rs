@@ -101,10 +101,11 @@ impl TopicLog {
 
         let segments = if files.is_empty() {
             // The first segment is synced whatever the policy: creating a topic is rare.
-            let first = Segment::create(&dir, 0, config, true).map_err(|e| e.error)?;
+            let cache = claim.file_cache();
+            let first = Segment::create(&dir, 0, config, true, cache).map_err(|e| e.error)?;
             vec![first]
         } else {
-            open_segments(&dir, &files, config)?
+            open_segments(&dir, &files, config, &claim)?
         };
         let opened_mtime_us = segments
             .last()
@@ -361,7 +362,10 @@ impl TopicLog {
             if !segment.unsynced {
                 continue;
             }
-            if let Err(error) = segment.sync() {
+            // A failure to open the file writes nothing, so unlike a failed flush it does not
+            // fail the log.
+            let file = segment.open_file()?;
+            if let Err(error) = segment.sync(&file) {
                 self.failed = true;
                 return Err(error);
             }
@@ -515,16 +519,17 @@ impl TopicLog {
     /// Writes one run of whole records to the end of the active segment, syncs it if
     /// `sync_now`, then makes it readable.
     fn write_run(&mut self, run: &[u8], sync_now: bool) -> Result<(), StorageError> {
-        let reserve = self.config.segment_bytes;
         let Some(segment) = self.segments.last_mut() else {
             unreachable!("a topic log always has an active segment");
         };
         let pos = segment.len();
+        // Opens the file again if the file cache closed it; nothing is written yet on failure.
+        let file = segment.open_file()?;
 
-        if let Err(error) = segment.file.write_all_at(run, pos) {
+        if let Err(error) = file.file().write_all_at(run, pos) {
             // Cut off whatever part of the run reached the file, so that it ends at the committed
             // length again and a later commit starts clean.
-            if let Err(cleanup) = segment.file.set_len(pos) {
+            if let Err(cleanup) = file.file().set_len(pos) {
                 tracing::error!(
                     path = %segment.path.display(),
                     error = %cleanup,
@@ -536,7 +541,7 @@ impl TopicLog {
         }
         segment.unsynced = true;
         if sync_now {
-            if let Err(error) = segment.sync() {
+            if let Err(error) = segment.sync(&file) {
                 // After a failed fdatasync the kernel may have dropped the dirty pages, so nothing
                 // later in this file can be trusted to reach the disk.
                 self.failed = true;
@@ -552,12 +557,7 @@ impl TopicLog {
             at += record_len_at(record) as usize;
             offset += 1;
         }
-        segment.view.publish(
-            &segment.file,
-            &segment.path,
-            pos + run.len() as u64,
-            reserve,
-        );
+        segment.publish(&file, pos + run.len() as u64);
         segment.next_offset = offset;
         self.committed = offset;
         Ok(())
@@ -574,14 +574,16 @@ impl TopicLog {
             unreachable!("a topic log always has an active segment");
         };
         if sync && active.unsynced {
-            if let Err(error) = active.sync() {
+            let file = active.open_file()?;
+            if let Err(error) = active.sync(&file) {
                 self.failed = true;
                 return Err(error);
             }
         }
         write_indexes_or_warn(active, sync);
 
-        let created = Segment::create(&self.dir, self.committed, &self.config, sync);
+        let cache = self.claim.file_cache();
+        let created = Segment::create(&self.dir, self.committed, &self.config, sync, cache);
         match created {
             Ok(segment) => {
                 tracing::debug!(
@@ -589,6 +591,9 @@ impl TopicLog {
                     base_offset = self.committed,
                     "started a new segment"
                 );
+                if let Some(closed) = self.segments.last_mut() {
+                    closed.seal();
+                }
                 self.segments.push(segment);
                 self.dir_unsynced |= !sync;
                 Ok(())
@@ -817,7 +822,7 @@ mod tests {
         log.append(&big).unwrap();
         log.commit().unwrap();
 
-        assert!(log.segments[0].view.is_mapped());
+        assert!(log.segments[0].open_file().unwrap().is_mapped());
         let mut got = Vec::new();
         log.read(0, 1, usize::MAX, |_, e| got.extend_from_slice(e))
             .unwrap();

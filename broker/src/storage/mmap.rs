@@ -10,33 +10,40 @@
 //!    process each topic has at most one [`super::TopicLog`]. No other writer modifies or
 //!    truncates our segment files. The lock is advisory: a program that ignores it, such as an
 //!    administrator's `truncate`, breaks the contract and can crash the broker with `SIGBUS`.
-//! 2. **No truncation below the readable length.** Recovery truncates a segment before it is
-//!    mapped. After that the only truncation is the rollback of a failed write, which cuts bytes
-//!    at or above the readable length only.
-//! 3. **Readable bytes are immutable.** [`SegmentView`] tracks a readable length. The log writes
-//!    only at or above it and raises it with [`SegmentView::publish`] after a write completes, so
-//!    bytes below it never change again.
-//! 4. **Only readable bytes are referenced.** [`SegmentView::bytes`] checks every range against
-//!    the readable length before it forms a slice, and no reference ever spans the rest of the
-//!    mapping. The mapping may be longer than the file (see below); its pages past the end of
-//!    the file are never touched.
-//! 5. **No slice outlives its mapping.** A mapping is dropped only with its [`SegmentView`]:
-//!    when the log closes, when retention deletes the segment, or when the topic is deleted.
-//!    Each of these takes the [`super::TopicLog`] by `&mut` or by value, while every slice
-//!    borrows it shared, so the borrow checker rules out a slice at that moment (in the broker,
-//!    readers and retention also take the same topic lock). Retention unlinks the file before
-//!    it drops the mapping, which is fine on Linux: an unlinked file keeps its pages until its
-//!    last mapping and descriptor are gone, so the mapped bytes stay valid and unchanged.
+//! 2. **No truncation below the readable length.** Recovery truncates a segment before its
+//!    [`SegmentFile`] exists: it scans and cuts the file through a descriptor of its own, which
+//!    it closes before the segment is first read. After that the only truncation is the
+//!    rollback of a failed write, which cuts bytes at or above the readable length only.
+//! 3. **Readable bytes are immutable.** Each segment tracks a readable length, which it passes
+//!    to [`SegmentFile::bytes`]. The log writes only at or above it and raises it after a write
+//!    completes, so bytes below it never change again.
+//! 4. **Only readable bytes are referenced.** [`SegmentFile::bytes`] checks every range against
+//!    the readable length and the mapping's length before it forms a slice, and no reference
+//!    ever spans the rest of the mapping. The mapping may be longer than the file (see below);
+//!    its pages past the end of the file are never touched.
+//! 5. **No slice outlives its mapping.** A mapping is owned by one [`SegmentFile`], which is
+//!    shared through an `Arc` and never changed. The file cache (`file_cache` module) keeps one
+//!    `Arc`, and each read takes another for its duration; every slice borrows from the
+//!    reader's `Arc`. Closing the file to stay within the open file budget, closing it after it
+//!    was idle, deleting the segment, or closing the log drops only the cache's `Arc`, so the
+//!    mapping is removed when the last reader finishes, never under a slice. Retention unlinks
+//!    the file while a reader may still map it, which is fine on Linux: an unlinked file keeps
+//!    its pages until its last mapping and descriptor are gone.
 //!
-//! The active segment grows after it is mapped. Rather than remapping on every commit, the view
+//! A segment whose file was closed opens it again on its next read or append, with a new
+//! mapping. Both mappings show the same page cache pages, and the file never shrank below the
+//! readable length in between (contract 2), so the new mapping shows the same readable bytes.
+//!
+//! The active segment grows after it is mapped. Rather than remapping on every commit, the file
 //! maps the full segment size up front (address space only: the file is not extended, so its
 //! length stays the true end of the data and recovery needs no special case). Writes through the
 //! file descriptor are visible through a shared mapping because both go through the page cache.
-//! A remap happens only when a segment outgrows its mapping, which only a record larger than the
-//! segment size can cause.
+//! A new mapping is needed only when a segment outgrows its mapping, which only a record larger
+//! than the segment size can cause: the log then closes the file, and the next open maps the
+//! larger length.
 //!
-//! If mapping fails (for example when the process reaches `vm.max_map_count`), the view logs a
-//! warning and falls back to positioned reads for that segment.
+//! If mapping fails (for example when the process reaches `vm.max_map_count`), the file logs a
+//! warning and falls back to positioned reads.
 
 #![allow(unsafe_code)]
 
@@ -50,59 +57,41 @@ use memmap2::{MmapOptions, MmapRaw};
 /// Maximum bytes fetched by one positioned read when the caller did not ask for a larger range.
 const PLAIN_WINDOW: usize = 256 * 1024;
 
-/// Read access to the first `readable` bytes of one segment file.
+/// An open segment file, with a read-only memory map of it unless mapping is off or failed.
 #[derive(Debug)]
-pub(super) struct SegmentView {
-    readable: u64,
+pub(super) struct SegmentFile {
+    file: File,
     map: Option<MmapRaw>,
 }
 
-impl SegmentView {
-    /// Creates a view of the first `readable` bytes of `file`. With `use_mmap`, maps `reserve`
-    /// bytes (at least `readable`) so that the file can grow that far without a remap.
-    pub(super) fn new(
-        file: &File,
-        path: &Path,
-        readable: u64,
-        reserve: u64,
-        use_mmap: bool,
-    ) -> SegmentView {
+impl SegmentFile {
+    /// Wraps `file`. With `use_mmap`, maps `map_len` bytes of it, so that the file can grow
+    /// that far without a new mapping.
+    pub(super) fn new(file: File, path: &Path, map_len: u64, use_mmap: bool) -> SegmentFile {
         let map = if use_mmap {
-            map_or_warn(file, path, reserve.max(readable))
+            map_or_warn(&file, path, map_len)
         } else {
             None
         };
-        SegmentView { readable, map }
+        SegmentFile { file, map }
     }
 
-    /// Returns the number of bytes readers may access.
-    pub(super) fn readable(&self) -> u64 {
-        self.readable
+    /// Returns the file, for writes and syncs.
+    pub(super) fn file(&self) -> &File {
+        &self.file
     }
 
-    /// Makes the first `readable` bytes accessible. The caller has finished writing them and will
-    /// never write below this length again.
-    pub(super) fn publish(&mut self, file: &File, path: &Path, readable: u64, reserve: u64) {
-        debug_assert!(
-            readable >= self.readable,
-            "the readable length never shrinks"
-        );
-        let outgrown = self
-            .map
+    /// Returns whether every byte below `readable` can be read through this value: always for
+    /// positioned reads, and for a mapping at least `readable` bytes long.
+    pub(super) fn covers(&self, readable: u64) -> bool {
+        self.map
             .as_ref()
-            .is_some_and(|map| (map.len() as u64) < readable);
-        if outgrown {
-            // Unmap before mapping again. No slice of the old mapping can exist here, because
-            // `bytes` borrows `self` and this method takes `&mut self`.
-            self.map = None;
-            self.map = map_or_warn(file, path, reserve.max(readable));
-        }
-        self.readable = readable;
+            .is_none_or(|map| map.len() as u64 >= readable)
     }
 
     /// Returns how many bytes a read should fetch when `remaining` readable bytes are left.
     ///
-    /// A mapped view returns everything because it copies nothing. A plain view caps the amount,
+    /// A mapped file returns everything because it copies nothing. A plain file caps the amount,
     /// so that one read does not allocate the size of a segment.
     pub(super) fn window_len(&self, remaining: u64) -> usize {
         let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
@@ -112,35 +101,31 @@ impl SegmentView {
         }
     }
 
-    /// Returns the bytes at `pos..pos + len` of the file, which must be readable.
+    /// Returns the bytes at `pos..pos + len` of the file. `readable` is the segment's readable
+    /// length, and the range must lie below it.
     ///
-    /// A mapped view returns a slice of the mapping and leaves `scratch` alone; a plain view
+    /// A mapped file returns a slice of the mapping and leaves `scratch` alone; a plain file
     /// reads into `scratch` and returns a slice of it.
     pub(super) fn bytes<'a>(
         &'a self,
-        file: &File,
         pos: u64,
         len: usize,
+        readable: u64,
         scratch: &'a mut Vec<u8>,
     ) -> io::Result<&'a [u8]> {
-        let end = pos
-            .checked_add(len as u64)
-            .filter(|&end| end <= self.readable);
+        let end = pos.checked_add(len as u64).filter(|&end| end <= readable);
         if end.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "range {pos}+{len} is past the readable length {}",
-                    self.readable
-                ),
+                format!("range {pos}+{len} is past the readable length {readable}"),
             ));
         }
 
         match &self.map {
-            Some(map) => Ok(mapped_slice(map, pos, len)),
+            Some(map) => mapped_slice(map, pos, len),
             None => {
                 scratch.resize(len, 0);
-                file.read_exact_at(scratch, pos)?;
+                self.file.read_exact_at(scratch, pos)?;
                 Ok(scratch)
             }
         }
@@ -153,16 +138,21 @@ impl SegmentView {
     }
 }
 
-/// Returns `map[pos..pos + len]`. The range must lie below the view's readable length, which is
-/// at most the mapping's length.
-fn mapped_slice(map: &MmapRaw, pos: u64, len: usize) -> &[u8] {
-    // The readable length never exceeds the mapping: `new` maps at least `readable` bytes and
-    // `publish` remaps before raising it. An unmapped view has no `MmapRaw` at all.
-    assert!(
-        pos as u128 + len as u128 <= map.len() as u128,
-        "readable range {pos}+{len} lies outside the mapping of {} bytes",
-        map.len()
-    );
+/// Returns `map[pos..pos + len]`, or an error if the range does not lie inside the mapping.
+/// The caller has checked the range against the segment's readable length.
+fn mapped_slice(map: &MmapRaw, pos: u64, len: usize) -> io::Result<&[u8]> {
+    // A segment that raises its readable length past its mapping closes the file, so the next
+    // read maps the new length. This check fails only if that invariant breaks, and an error is
+    // safer than reading past the mapping.
+    if pos as u128 + len as u128 > map.len() as u128 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "readable range {pos}+{len} lies outside the mapping of {} bytes",
+                map.len()
+            ),
+        ));
+    }
     let start = pos as usize;
 
     // SAFETY: the range was checked against the readable length by `bytes` and against the
@@ -171,7 +161,7 @@ fn mapped_slice(map: &MmapRaw, pos: u64, len: usize) -> &[u8] {
     // modifies (contracts 1 and 3), so they stay valid and unchanged for as long as the returned
     // slice borrows `map`. The mapping is not dropped while a slice borrows it (contract 5).
     // The slice covers only these bytes (contract 4).
-    unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) }
+    Ok(unsafe { std::slice::from_raw_parts(map.as_ptr().add(start), len) })
 }
 
 /// Maps `len` bytes of `file` read-only, or logs why it cannot and returns `None`.
@@ -215,36 +205,45 @@ mod tests {
 
     #[test]
     fn both_modes_return_the_same_bytes() {
-        let (_dir, file, path) = file_with(b"0123456789");
         for use_mmap in [true, false] {
-            let view = SegmentView::new(&file, &path, 10, 4096, use_mmap);
-            assert_eq!(view.is_mapped(), use_mmap);
+            let (_dir, file, path) = file_with(b"0123456789");
+            let segment = SegmentFile::new(file, &path, 4096, use_mmap);
+            assert_eq!(segment.is_mapped(), use_mmap);
             let mut scratch = Vec::new();
-            let bytes = view.bytes(&file, 3, 4, &mut scratch).unwrap();
+            let bytes = segment.bytes(3, 4, 10, &mut scratch).unwrap();
             assert_eq!(bytes, b"3456");
         }
     }
 
     #[test]
     fn bytes_past_readable_length_are_rejected() {
-        let (_dir, file, path) = file_with(b"0123456789");
         for use_mmap in [true, false] {
-            let view = SegmentView::new(&file, &path, 6, 4096, use_mmap);
+            let (_dir, file, path) = file_with(b"0123456789");
+            let segment = SegmentFile::new(file, &path, 4096, use_mmap);
             let mut scratch = Vec::new();
-            let error = view.bytes(&file, 4, 3, &mut scratch).unwrap_err();
+            let error = segment.bytes(4, 3, 6, &mut scratch).unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         }
     }
 
     #[test]
-    fn published_bytes_become_readable() {
+    fn bytes_past_the_mapping_are_rejected() {
+        let (_dir, file, path) = file_with(b"0123456789");
+        let segment = SegmentFile::new(file, &path, 4, true);
+        assert!(!segment.covers(10));
+        let mut scratch = Vec::new();
+        let error = segment.bytes(2, 4, 10, &mut scratch).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn written_bytes_become_readable() {
         for use_mmap in [true, false] {
-            let (_dir, mut file, path) = file_with(b"abc");
-            let mut view = SegmentView::new(&file, &path, 3, 8, use_mmap);
-            file.write_all(b"defghijklmnop").unwrap();
-            view.publish(&file, &path, 16, 8);
+            let (_dir, file, path) = file_with(b"abc");
+            let segment = SegmentFile::new(file, &path, 64, use_mmap);
+            segment.file().write_all_at(b"defghijklmnop", 3).unwrap();
             let mut scratch = Vec::new();
-            let bytes = view.bytes(&file, 0, 16, &mut scratch).unwrap();
+            let bytes = segment.bytes(0, 16, 16, &mut scratch).unwrap();
             assert_eq!(bytes, b"abcdefghijklmnop");
         }
     }

@@ -11,6 +11,8 @@
 //! <data>/LOCK                        exclusive lock held while a DataDir or TopicLog is alive
 //! <data>/topics/<dir name>/          one directory per topic
 //! <data>/topics/<dir name>/topic.meta
+//! <data>/topics/<dir name>/deleted.offsets                 offsets of deleted comments
+//! <data>/topics/<dir name>/topic.retention                retention limits set at run time
 //! <data>/topics/<dir name>/00000000000000000000.log        a closed segment
 //! <data>/topics/<dir name>/00000000000000000000.index      its sparse offset index
 //! <data>/topics/<dir name>/00000000000000000000.timeindex  its sparse time index
@@ -50,6 +52,14 @@
 //! `use_mmap = false` in [`LogConfig`] reads with positioned reads instead.
 //! [`TopicLog::offset_for_time`] finds where a read from a broker time starts.
 //!
+//! # Open files
+//!
+//! Segments do not keep their files open. Every read, append and sync takes the file from a
+//! cache shared by all topics of the [`DataDir`], which keeps at most
+//! [`FileCacheConfig::max_open_files`] open (lowered to a quarter of the soft `RLIMIT_NOFILE`),
+//! closes the least recently used one first, and closes files unused for
+//! [`FileCacheConfig::idle_close`]. A closed file opens again on its next use.
+//!
 //! # Retention
 //!
 //! [`TopicLog::enforce_retention`] deletes the oldest closed segments past `retention_ms` or
@@ -59,7 +69,9 @@
 
 mod config;
 mod data_dir;
+mod deleted;
 mod error;
+mod file_cache;
 mod index;
 mod index_file;
 mod log;
@@ -68,11 +80,18 @@ mod mmap;
 mod pattern;
 mod recovery;
 mod retention;
+mod retention_override;
 mod segment;
 
 pub use config::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use data_dir::{DataDir, TopicFiles};
+pub use deleted::{DeletedOffsets, DELETED_FILE};
 pub use error::StorageError;
+pub use file_cache::{
+    effective_max_open_files, FileCacheConfig, DEFAULT_IDLE_CLOSE, DEFAULT_MAX_OPEN_FILES,
+    NOFILE_SHARE_DIVISOR,
+};
 pub use log::{ReadSummary, TopicLog};
 pub use pattern::{PatternError, TopicPattern};
 pub use retention::{DeletedTopic, RetentionReport};
+pub use retention_override::RetentionOverride;

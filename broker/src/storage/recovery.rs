@@ -6,21 +6,24 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chorus_protocol::event::measure_entry;
 
 use super::config::{FsyncPolicy, LogConfig};
+use super::data_dir::TopicClaim;
 use super::error::StorageError;
+use super::file_cache::FileCache;
 use super::index::{SparseIndex, TimeIndex};
 use super::index_file::{
-    read_index_files, remove_index_files, LoadedIndexes, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
-    TMP_SUFFIX,
+    read_index_files, remove_index_files, write_index_files, LoadedIndexes, SegmentIndexes,
+    OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use super::meta::{META_FILE, META_TMP_FILE};
-use super::mmap::SegmentView;
+use super::retention_override::{RETENTION_FILE, RETENTION_TMP_FILE};
 use super::segment::{
     check_header, encode_header, entry_time, parse_segment_file_name, record_crc, record_entry_len,
-    sync_dir, Segment, MIN_ENTRY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    sync_dir, Segment, SegmentBuilder, MIN_ENTRY_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
 /// Read buffer for scanning a segment.
@@ -39,6 +42,12 @@ pub(super) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Stor
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name == META_FILE || name == META_TMP_FILE || name == QUARANTINE_DIR {
+            continue;
+        }
+        if name == RETENTION_FILE || name == RETENTION_TMP_FILE {
+            continue;
+        }
+        if name == super::deleted::DELETED_FILE {
             continue;
         }
         if let Some(base) = parse_segment_file_name(&name) {
@@ -85,11 +94,16 @@ fn remove_leftover(path: &Path, what: &str) -> Result<(), StorageError> {
 /// other segment is scanned. The log ends at the first invalid or incomplete record: the segment
 /// that contains it is truncated there and becomes the active segment, and any later segments are
 /// deleted, because offsets must stay consecutive.
+///
+/// Closed segments are left closed: their files open on their first read, through the data
+/// directory's file cache. Only the active segment's file stays open, in that cache.
 pub(super) fn open_segments(
     dir: &Path,
     files: &[(u64, PathBuf)],
     config: &LogConfig,
+    claim: &TopicClaim,
 ) -> Result<Vec<Segment>, StorageError> {
+    let cache = claim.file_cache();
     let mut segments: Vec<Segment> = Vec::with_capacity(files.len());
     let mut synced_indexes = false;
     for (i, (base, path)) in files.iter().enumerate() {
@@ -97,18 +111,19 @@ pub(super) fn open_segments(
             check_consecutive(previous, *base, path)?;
         }
         if i + 1 == files.len() {
-            segments.push(open_active(path, *base, config)?);
+            segments.push(open_active(path, *base, config, cache)?);
             break;
         }
         let next_base = files[i + 1].0;
-        match open_closed(path, *base, next_base, config)? {
+        match open_closed(path, *base, next_base, config, cache)? {
             Closed::Opened { segment, rewrote } => {
                 synced_indexes |= rewrote && !segment.unsynced;
                 segments.push(segment);
             }
             Closed::Damaged { position, reason } => {
+                claim.count_quarantined_segment();
                 drop_later_segments(path, *base, position, &reason, &files[i + 1..])?;
-                segments.push(open_active(path, *base, config)?);
+                segments.push(open_active(path, *base, config, cache)?);
                 break;
             }
         }
@@ -151,6 +166,7 @@ fn open_closed(
     base_offset: u64,
     next_base: u64,
     config: &LogConfig,
+    cache: &Arc<FileCache>,
 ) -> Result<Closed, StorageError> {
     let file = File::open(path).map_err(StorageError::io("open", path))?;
     let file_len = file_len(&file, path)?;
@@ -163,7 +179,8 @@ fn open_closed(
 
     match read_index_files(path, base_offset, file_len) {
         Ok(loaded) if loaded.trusted() => {
-            let segment = segment_from_indexes(path, file, base_offset, file_len, loaded, config);
+            let segment = segment_from_indexes(path, base_offset, file_len, loaded)
+                .with_config(config, cache);
             return Ok(Closed::Opened {
                 segment,
                 rewrote: false,
@@ -204,7 +221,8 @@ fn open_closed(
             reason,
         });
     }
-    let segment = rebuilt_segment(path, file, base_offset, scan, config)?;
+    let segment = rebuilt_segment(path, &file, base_offset, scan, config)?;
+    let segment = segment.with_config(config, cache);
     Ok(Closed::Opened {
         segment,
         rewrote: true,
@@ -213,53 +231,49 @@ fn open_closed(
 
 fn segment_from_indexes(
     path: &Path,
-    file: File,
     base_offset: u64,
     file_len: u64,
     loaded: LoadedIndexes,
-    config: &LogConfig,
-) -> Segment {
-    let view = SegmentView::new(&file, path, file_len, file_len, config.use_mmap);
-    Segment {
-        base_offset,
-        path: path.to_path_buf(),
-        file,
-        next_offset: loaded.next_offset,
-        index: loaded.offsets,
-        time_index: loaded.times,
-        view,
-        unsynced: !loaded.synced,
-    }
+) -> SegmentBuilder {
+    let mut segment = Segment::existing(path.to_path_buf(), base_offset, file_len, false);
+    segment.next_offset = loaded.next_offset;
+    segment.index = Some(loaded.offsets);
+    segment.time_index = Some(loaded.times);
+    segment.unsynced = !loaded.synced;
+    segment
 }
 
 /// Builds a closed segment from a clean scan and writes its index files. Unless the policy is
 /// `never`, flushes the segment first, so that the new index files can record it as flushed.
 fn rebuilt_segment(
     path: &Path,
-    file: File,
+    file: &File,
     base_offset: u64,
     scan: Scan,
     config: &LogConfig,
-) -> Result<Segment, StorageError> {
-    let view = SegmentView::new(&file, path, scan.valid_len, scan.valid_len, config.use_mmap);
-    let mut segment = Segment {
-        base_offset,
-        path: path.to_path_buf(),
-        file,
-        next_offset: scan.next_offset,
-        index: scan.index,
-        time_index: scan.time_index,
-        view,
-        unsynced: true,
-    };
+) -> Result<SegmentBuilder, StorageError> {
     let sync = config.fsync != FsyncPolicy::Never;
     if sync {
-        segment.sync()?;
+        file.sync_data()
+            .map_err(StorageError::io("fdatasync", path))?;
     }
-    if let Err(error) = segment.write_indexes(sync) {
+    let indexes = SegmentIndexes {
+        base_offset,
+        segment_len: scan.valid_len,
+        next_offset: scan.next_offset,
+        offsets: &scan.index,
+        times: &scan.time_index,
+    };
+    if let Err(error) = write_index_files(path, &indexes, sync, sync) {
         // The indexes only speed up the next start, which scans the segment again without them.
         tracing::warn!(path = %path.display(), %error, "failed to write index files");
     }
+
+    let mut segment = Segment::existing(path.to_path_buf(), base_offset, scan.valid_len, false);
+    segment.next_offset = scan.next_offset;
+    segment.index = Some(scan.index);
+    segment.time_index = Some(scan.time_index);
+    segment.unsynced = !sync;
     Ok(segment)
 }
 
@@ -299,7 +313,12 @@ fn drop_later_segments(
 
 /// Opens the last segment for appending: checks every record, truncates it after the last valid
 /// one, and removes index files left from an earlier close.
-fn open_active(path: &Path, base_offset: u64, config: &LogConfig) -> Result<Segment, StorageError> {
+fn open_active(
+    path: &Path,
+    base_offset: u64,
+    config: &LogConfig,
+    cache: &Arc<FileCache>,
+) -> Result<Segment, StorageError> {
     let file = File::options()
         .read(true)
         .write(true)
@@ -320,25 +339,18 @@ fn open_active(path: &Path, base_offset: u64, config: &LogConfig) -> Result<Segm
     // describe an older state of it.
     remove_index_files(path)?;
 
-    let view = SegmentView::new(
-        &file,
-        path,
-        scan.valid_len,
-        config.segment_bytes,
-        config.use_mmap,
-    );
-    Ok(Segment {
-        base_offset,
-        path: path.to_path_buf(),
-        file,
-        next_offset: scan.next_offset,
-        index: scan.index,
-        time_index: scan.time_index,
-        view,
-        // Nothing records whether the records before a crash reached the disk, so the next sync
-        // flushes them whatever happened before.
-        unsynced: true,
-    })
+    let mut segment = Segment::existing(path.to_path_buf(), base_offset, scan.valid_len, true);
+    segment.next_offset = scan.next_offset;
+    segment.index = Some(scan.index);
+    segment.time_index = Some(scan.time_index);
+    // Nothing records whether the records before a crash reached the disk, so the next sync
+    // flushes them whatever happened before.
+    segment.unsynced = true;
+    let segment = segment.with_config(config, cache);
+    // Recovery cut the file above, before any mapping of it existed, as the mmap module's
+    // contract requires. The next append writes to it, so it stays open.
+    segment.keep_file(file);
+    Ok(segment)
 }
 
 fn file_len(file: &File, path: &Path) -> Result<u64, StorageError> {

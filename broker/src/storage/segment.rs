@@ -4,15 +4,17 @@ use std::fs::File;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::BufMut;
 use chorus_protocol::event::ENTRY_FIXED_LEN;
 
 use super::config::LogConfig;
 use super::error::StorageError;
+use super::file_cache::{FileCache, FileHandle};
 use super::index::{SparseIndex, TimeIndex};
 use super::index_file::{write_index_files, SegmentIndexes};
-use super::mmap::SegmentView;
+use super::mmap::SegmentFile;
 
 /// Magic bytes at the start of every segment file.
 pub(super) const SEGMENT_MAGIC: &[u8; 6] = b"CHRSEG";
@@ -120,17 +122,27 @@ pub(super) fn entry_time(entry: &[u8]) -> u64 {
 }
 
 /// One segment file of a topic log.
+///
+/// The file is open only while the data directory's file cache keeps it open: each read, write
+/// or sync takes it from the cache, which opens it again if it was closed.
 #[derive(Debug)]
 pub(super) struct Segment {
     pub(super) base_offset: u64,
     pub(super) path: PathBuf,
-    pub(super) file: File,
     /// Offset after the last readable record.
     pub(super) next_offset: u64,
     pub(super) index: SparseIndex,
     pub(super) time_index: TimeIndex,
-    /// Readable bytes; its readable length is the committed length of the file.
-    pub(super) view: SegmentView,
+    /// Committed length of the file, header included: readers access only the bytes below it.
+    readable: u64,
+    /// Bytes to map when the file is opened: the segment size while the segment is active, so
+    /// that it can grow without a new mapping, and its length once it is closed.
+    map_len: u64,
+    use_mmap: bool,
+    /// Whether the file is opened for writing, which only the active segment needs.
+    writable: bool,
+    /// The segment's entry in the file cache.
+    handle: FileHandle,
     /// Whether the file may hold bytes that no `fdatasync` has flushed yet. Set after every
     /// write, and also after recovery wherever the log cannot vouch for an earlier flush.
     pub(super) unsynced: bool,
@@ -147,6 +159,7 @@ impl Segment {
         base_offset: u64,
         config: &LogConfig,
         sync: bool,
+        cache: &Arc<FileCache>,
     ) -> Result<Segment, CreateError> {
         let path = dir.join(segment_file_name(base_offset));
         let file = File::options()
@@ -174,28 +187,82 @@ impl Segment {
             })?;
         }
 
-        let view = SegmentView::new(
-            &file,
-            &path,
-            SEGMENT_HEADER_LEN as u64,
-            config.segment_bytes,
-            config.use_mmap,
-        );
-        Ok(Segment {
+        let mut segment = Segment::existing(path, base_offset, SEGMENT_HEADER_LEN as u64, true);
+        segment.unsynced = !sync;
+        let segment = segment.with_config(config, cache);
+        // The new segment is about to be appended to, so its file stays open.
+        segment.handle.insert(segment.new_file(file));
+        Ok(segment)
+    }
+
+    /// Describes a segment file of `readable` committed bytes that exists on disk, without
+    /// opening it. The caller fills in the offsets and indexes, then calls
+    /// [`SegmentBuilder::with_config`].
+    pub(super) fn existing(
+        path: PathBuf,
+        base_offset: u64,
+        readable: u64,
+        active: bool,
+    ) -> SegmentBuilder {
+        SegmentBuilder {
             base_offset,
             path,
-            file,
             next_offset: base_offset,
-            index: SparseIndex::new(base_offset, config.index_interval_bytes),
-            time_index: TimeIndex::new(base_offset, config.time_index_interval_bytes),
-            view,
-            unsynced: !sync,
-        })
+            index: None,
+            time_index: None,
+            readable,
+            active,
+            unsynced: true,
+        }
     }
 
     /// Returns the committed length of the file in bytes, header included.
     pub(super) fn len(&self) -> u64 {
-        self.view.readable()
+        self.readable
+    }
+
+    /// Returns the open file, opening it if the file cache closed it.
+    pub(super) fn open_file(&self) -> Result<Arc<SegmentFile>, StorageError> {
+        self.handle
+            .acquire(|| {
+                let file = File::options()
+                    .read(true)
+                    .write(self.writable)
+                    .open(&self.path)?;
+                Ok(self.new_file(file))
+            })
+            .map_err(StorageError::io("open", &self.path))
+    }
+
+    /// Hands the file that recovery opened and checked to the file cache, saving a second open.
+    pub(super) fn keep_file(&self, file: File) {
+        self.handle.insert(self.new_file(file));
+    }
+
+    fn new_file(&self, file: File) -> SegmentFile {
+        let map_len = self.map_len.max(self.readable);
+        SegmentFile::new(file, &self.path, map_len, self.use_mmap)
+    }
+
+    /// Raises the committed length to `readable` after a write through `file` ended there.
+    pub(super) fn publish(&mut self, file: &SegmentFile, readable: u64) {
+        debug_assert!(
+            readable >= self.readable,
+            "the readable length never shrinks"
+        );
+        self.readable = readable;
+        if !file.covers(readable) {
+            // Only a record larger than the segment size gets here. Readers in progress keep the
+            // old mapping; the next open maps the new length.
+            self.handle.close();
+        }
+    }
+
+    /// Marks the segment as closed: it is never written again, so a new open of its file is
+    /// read-only and maps only its length.
+    pub(super) fn seal(&mut self) {
+        self.writable = false;
+        self.map_len = self.readable;
     }
 
     /// Returns whether the segment contains no records.
@@ -222,9 +289,15 @@ impl Segment {
         write_index_files(&self.path, &indexes, !self.unsynced, sync_files)
     }
 
-    /// Flushes the file's data to the disk.
-    pub(super) fn sync(&mut self) -> Result<(), StorageError> {
-        self.file
+    /// Flushes the data of `file`, this segment's open file, to the disk.
+    ///
+    /// The file may have been closed and opened again since the write. `fdatasync` flushes the
+    /// file's dirty pages whichever descriptor wrote them. Since Linux 4.17 a write-back error
+    /// that no descriptor has reported yet is reported to a descriptor opened after it.
+    // NOTE: the kernel drops such an error if it evicts the inode while no descriptor is open,
+    // so a file that the budget closed with unflushed data may lose one error report.
+    pub(super) fn sync(&mut self, file: &SegmentFile) -> Result<(), StorageError> {
+        file.file()
             .sync_data()
             .map_err(StorageError::io("fdatasync", &self.path))?;
         self.unsynced = false;
@@ -243,14 +316,17 @@ impl Segment {
         mut visit: impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
     ) -> Result<(), StorageError> {
         let end = self.len();
+        if pos >= end {
+            return Ok(());
+        }
+        let file = self.open_file()?;
         let mut scratch = Vec::new();
         let mut need = 0usize;
         while pos < end {
             let remaining = end - pos;
-            let want = self.view.window_len(remaining).max(need);
-            let window = self
-                .view
-                .bytes(&self.file, pos, want, &mut scratch)
+            let want = file.window_len(remaining).max(need);
+            let window = file
+                .bytes(pos, want, end, &mut scratch)
                 .map_err(StorageError::io("read", &self.path))?;
             let walked = walk_records(window, pos, &mut visit);
             pos += walked.consumed as u64;
@@ -275,6 +351,49 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+/// A [`Segment`] under construction: a file found on disk, before it joins the file cache.
+#[derive(Debug)]
+pub(super) struct SegmentBuilder {
+    pub(super) base_offset: u64,
+    pub(super) path: PathBuf,
+    pub(super) next_offset: u64,
+    pub(super) index: Option<SparseIndex>,
+    pub(super) time_index: Option<TimeIndex>,
+    pub(super) readable: u64,
+    /// Whether the segment is the active one, which is opened for writing.
+    pub(super) active: bool,
+    pub(super) unsynced: bool,
+}
+
+impl SegmentBuilder {
+    /// Finishes the segment. Missing indexes start empty.
+    pub(super) fn with_config(self, config: &LogConfig, cache: &Arc<FileCache>) -> Segment {
+        let base = self.base_offset;
+        let map_len = if self.active {
+            config.segment_bytes
+        } else {
+            self.readable
+        };
+        Segment {
+            base_offset: base,
+            path: self.path,
+            next_offset: self.next_offset,
+            index: self
+                .index
+                .unwrap_or_else(|| SparseIndex::new(base, config.index_interval_bytes)),
+            time_index: self
+                .time_index
+                .unwrap_or_else(|| TimeIndex::new(base, config.time_index_interval_bytes)),
+            readable: self.readable,
+            map_len,
+            use_mmap: config.use_mmap,
+            writable: self.active,
+            handle: FileHandle::new(cache),
+            unsynced: self.unsynced,
+        }
     }
 }
 

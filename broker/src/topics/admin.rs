@@ -1,5 +1,5 @@
-//! Registry operations for the admin endpoint: deleting a topic and listing the topics that are
-//! on disk but not loaded.
+//! Registry operations for the admin endpoint: deleting a topic, changing its retention, and
+//! listing the topics that are on disk but not loaded.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use chorus_protocol::Topic;
 use parking_lot::Mutex;
 
 use super::{Position, Registry, TopicInner, TopicState};
-use crate::storage::{StorageError, TopicFiles, TopicLog};
+use crate::config::Role;
+use crate::storage::{LogConfig, RetentionOverride, StorageError, TopicFiles, TopicLog};
 
 /// Reason a topic rejects publishes while it is being deleted.
 const BEING_DELETED: &str = "the topic is being deleted";
@@ -162,5 +163,124 @@ impl Registry {
                 Some((name, files))
             })
             .collect())
+    }
+}
+
+/// A change to one retention limit of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitChange {
+    /// Keeps the limit as it is.
+    Keep,
+    /// Sets the limit; 0 removes it.
+    Set(u64),
+    /// Goes back to the limit of the configuration file.
+    Configured,
+}
+
+impl LimitChange {
+    fn apply(self, current: Option<u64>) -> Option<u64> {
+        match self {
+            LimitChange::Keep => current,
+            LimitChange::Set(value) => Some(value),
+            LimitChange::Configured => None,
+        }
+    }
+}
+
+/// Error from [`Registry::set_retention`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RetentionError {
+    /// The topic has no log, loaded or on disk.
+    #[error("topic {0} not found; retention can be changed only on a topic that has comments")]
+    NotFound(Topic),
+    /// This node is a relay, which keeps no log.
+    #[error(
+        "this node is a relay and keeps no log, so it has no retention to change; change the \
+         topic's retention at its origin"
+    )]
+    Relay,
+    /// The topic's log failed and waits for a restart.
+    #[error("topic {topic} is unavailable: {reason}")]
+    Unavailable { topic: Topic, reason: String },
+    /// Reading or writing the override file failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The retention of a topic after a change.
+#[derive(Debug, Clone)]
+pub(crate) struct RetentionInForce {
+    /// The topic's log settings with the override applied.
+    pub(crate) config: LogConfig,
+    /// The override now stored.
+    pub(crate) limits: RetentionOverride,
+}
+
+impl Registry {
+    /// Returns the log settings of `name`: the configured ones, with the retention limits set at
+    /// run time (see [`Registry::set_retention`]) in place of the configured limits.
+    pub(crate) fn log_config_for(&self, name: &Topic) -> Result<LogConfig, StorageError> {
+        let mut config = self.config.log_config_for(name);
+        if let Some(limits) = self.data_dir.retention_override(name)? {
+            limits.apply(&mut config);
+        }
+        Ok(config)
+    }
+
+    /// Returns the retention override stored for `name`; empty when it has none.
+    pub(crate) fn retention_override(
+        &self,
+        name: &Topic,
+    ) -> Result<RetentionOverride, StorageError> {
+        Ok(self.data_dir.retention_override(name)?.unwrap_or_default())
+    }
+
+    /// Changes a topic's retention limits and stores them in the topic's directory, so that
+    /// they outlive a restart. The retention thread applies them at its next check. A topic on
+    /// disk that is not loaded is loaded first.
+    pub(crate) fn set_retention(
+        &self,
+        name: &Topic,
+        max_age_ms: LimitChange,
+        max_bytes: LimitChange,
+    ) -> Result<RetentionInForce, RetentionError> {
+        if self.config.role == Role::Relay {
+            return Err(RetentionError::Relay);
+        }
+        if !self.is_loaded(name) && !self.data_dir.topic_exists(name) {
+            return Err(RetentionError::NotFound(name.clone()));
+        }
+        let topic = self.get(name)?;
+        let mut inner = topic.inner.lock();
+        if let Some(reason) = &inner.failed {
+            return Err(RetentionError::Unavailable {
+                topic: name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let Some(log) = inner.log.as_mut() else {
+            return Err(RetentionError::NotFound(name.clone()));
+        };
+        // Read under the topic's lock, so two changes at once cannot lose one of them.
+        let current = self.retention_override(name)?;
+        let limits = RetentionOverride {
+            retention_ms: max_age_ms.apply(current.retention_ms),
+            retention_bytes: max_bytes.apply(current.retention_bytes),
+        };
+        let configured = self.config.log_config_for(name);
+        log.set_retention_override(limits, &configured)?;
+        Ok(RetentionInForce {
+            config: log.config().clone(),
+            limits,
+        })
+    }
+
+    /// Returns the number of closed segments that recovery found damaged since the start.
+    pub(crate) fn quarantined_segments(&self) -> u64 {
+        self.data_dir.quarantined_segments()
+    }
+
+    fn is_loaded(&self, name: &Topic) -> bool {
+        self.topics.read().contains_key(name)
     }
 }

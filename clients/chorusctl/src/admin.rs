@@ -70,11 +70,14 @@ impl AdminClient {
         self.finish(result)
     }
 
-    pub(crate) fn put(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+    pub(crate) fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
         let request = self.authorize(self.agent.put(self.url(path)));
-        let result = request
-            .content_type("application/json")
-            .send(body.to_string());
+        let result = match body {
+            Some(body) => request
+                .content_type("application/json")
+                .send(body.to_string()),
+            None => request.send_empty(),
+        };
         self.finish(result)
     }
 

@@ -1,9 +1,9 @@
-//! The admin commands: status, topics, conns, kick, delete, tree, reload, and the moderation and
-//! retention commands that the broker does not support yet.
+//! The admin commands: status, topics, conns, kick, delete, tree, reload, retention, ban and
+//! unban.
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::admin::{path_segment, AdminClient};
 use crate::cli::{
@@ -59,6 +59,9 @@ pub(crate) fn kick(cli: &Cli, args: &KickArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn delete(cli: &Cli, args: &DeleteArgs) -> Result<(), Failure> {
+    if let Some(offset) = args.offset {
+        return delete_comment(cli, args, offset);
+    }
     let client = AdminClient::new(cli)?;
     if !args.yes && !confirm_delete(args)? {
         return Err(Failure::new(
@@ -90,10 +93,51 @@ pub(crate) fn reload(cli: &Cli) -> Result<(), Failure> {
     print_object(cli, &reply, tables::reload)
 }
 
+/// Deletes one comment: the broker appends a tombstone for it.
+fn delete_comment(cli: &Cli, args: &DeleteArgs, offset: u64) -> Result<(), Failure> {
+    let path = format!(
+        "/v1/topics/{}/comments/{offset}",
+        path_segment(args.topic.as_str())
+    );
+    let reply = AdminClient::new(cli)?.delete(&path)?;
+    print_object(cli, &reply, |reply| {
+        if reply["already_deleted"] == true {
+            return format!("comment {offset} of {} was already deleted", args.topic);
+        }
+        format!(
+            "deleted comment {offset} of {} (tombstone at offset {})",
+            args.topic,
+            field(&reply["tombstone"])
+        )
+    })
+}
+
 pub(crate) fn ban(cli: &Cli, args: &BanArgs) -> Result<(), Failure> {
-    let body = json!({ "user": args.user, "reason": args.reason });
-    let reply = AdminClient::new(cli)?.post("/v1/bans", Some(&body))?;
-    print_object(cli, &reply, |_| format!("banned {}", args.user))
+    let mut path = format!("/v1/bans?user={}", path_segment(&args.user));
+    if let Some(reason) = &args.reason {
+        path.push_str(&format!("&reason={}", path_segment(reason)));
+    }
+    if let (Some(topic), Some(seconds)) = (&args.purge, args.purge_seconds) {
+        path.push_str(&format!(
+            "&purge_topic={}&purge_s={seconds}",
+            path_segment(topic.as_str())
+        ));
+    }
+    let reply = AdminClient::new(cli)?.post(&path, None)?;
+    print_object(cli, &reply, |reply| {
+        let mut text = if reply["already_banned"] == true {
+            format!("{} was already banned", args.user)
+        } else {
+            format!("banned {}", args.user)
+        };
+        if let Some(topic) = &args.purge {
+            text.push_str(&format!(
+                "; deleted {} of their comments in {topic}",
+                field(&reply["purged"])
+            ));
+        }
+        text
+    })
 }
 
 pub(crate) fn unban(cli: &Cli, args: &UnbanArgs) -> Result<(), Failure> {
@@ -103,12 +147,32 @@ pub(crate) fn unban(cli: &Cli, args: &UnbanArgs) -> Result<(), Failure> {
 }
 
 pub(crate) fn retention(cli: &Cli, args: &RetentionArgs) -> Result<(), Failure> {
+    let client = AdminClient::new(cli)?;
     let path = format!("/v1/topics/{}/retention", path_segment(args.topic.as_str()));
-    let body = json!({ "retention": args.period });
-    let reply = AdminClient::new(cli)?.put(&path, &body)?;
-    print_object(cli, &reply, |_| {
-        format!("retention of {} set to {}", args.topic, args.period)
+    let reply = if args.reset {
+        client.delete(&path)?
+    } else {
+        client.put(&retention_query(&path, args), None)?
+    };
+    print_object(cli, &reply, |reply| {
+        format!(
+            "retention of {}: {}",
+            args.topic,
+            tables::retention_in_force(&reply["retention"])
+        )
     })
+}
+
+/// Adds the limits to change to the retention path as query parameters.
+fn retention_query(path: &str, args: &RetentionArgs) -> String {
+    let mut params = Vec::new();
+    if let Some(age) = args.max_age {
+        params.push(format!("max_age_ms={}", age.query_value()));
+    }
+    if let Some(size) = args.max_bytes {
+        params.push(format!("max_bytes={}", size.query_value()));
+    }
+    format!("{path}?{}", params.join("&"))
 }
 
 /// Asks on the terminal whether to delete, and fails when standard input is not a terminal.

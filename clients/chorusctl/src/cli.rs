@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use chorus_client::{StartAt, Topic};
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 use clap_complete::Shell;
+
+use crate::limits::{parse_age, parse_size, Limit};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -151,30 +153,32 @@ pub(crate) enum Command {
     #[command(after_help = AFTER_HELP)]
     Kick(KickArgs),
 
-    /// Delete a topic and all its comments; its subscribers receive an ERROR, and the next
-    /// publish creates it again with a new stream id.
+    /// Delete a topic and all its comments, or with an offset only that comment. Subscribers of
+    /// a deleted topic receive an ERROR, and the next publish creates it again.
     #[command(after_help = AFTER_HELP)]
     Delete(DeleteArgs),
 
-    /// Show this node's place in the relay tree.
+    /// Show this node's place in the relay tree: its upstream links, how far each relay topic
+    /// is behind its upstream, and the relays connected below it.
     #[command(after_help = AFTER_HELP)]
     Tree,
 
-    /// Make the broker read its configuration file again and apply the limits; reports the
-    /// changed settings that need a restart.
+    /// Make the broker read its configuration file again, apply the limits and reload the TLS
+    /// certificate and key files. Reports the changed settings that need a restart.
     #[command(after_help = AFTER_HELP)]
     Reload,
 
-    /// Ban a user from publishing (needs moderation, which chorusd does not have yet).
+    /// Ban a user from publishing to any topic of the broker, and optionally delete their
+    /// recent comments in one topic.
     #[command(after_help = AFTER_HELP)]
     Ban(BanArgs),
 
-    /// Lift a ban (needs moderation, which chorusd does not have yet).
+    /// Lift a ban.
     #[command(after_help = AFTER_HELP)]
     Unban(UnbanArgs),
 
-    /// Change how long a topic keeps its comments (chorusd cannot change retention while it
-    /// runs yet: set it in its configuration file).
+    /// Change how long and how much a topic keeps of its comments while chorusd runs. The
+    /// change survives a restart and takes effect at the broker's next retention check.
     #[command(after_help = AFTER_HELP)]
     Retention(RetentionArgs),
 
@@ -211,11 +215,15 @@ pub(crate) struct KickArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DeleteArgs {
-    /// Topic to delete.
+    /// Topic to delete, or the topic of the comment to delete.
     #[arg(value_parser = parse_topic)]
     pub(crate) topic: Topic,
 
-    /// Delete without asking for confirmation.
+    /// Offset of one comment to delete instead of the topic. Its subscribers receive a
+    /// tombstone, and later reads return the comment with the DELETED flag and no text.
+    pub(crate) offset: Option<u64>,
+
+    /// Delete a topic without a confirmation prompt. Deleting one comment never prompts.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
 }
@@ -228,6 +236,19 @@ pub(crate) struct BanArgs {
     /// Reason, kept with the ban.
     #[arg(long)]
     pub(crate) reason: Option<String>,
+
+    /// Also delete the user's comments in this topic from the last --purge-seconds seconds.
+    #[arg(long, value_name = "TOPIC", value_parser = parse_topic, requires = "purge_seconds")]
+    pub(crate) purge: Option<Topic>,
+
+    /// How far back --purge deletes the user's comments, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        requires = "purge",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub(crate) purge_seconds: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -237,13 +258,27 @@ pub(crate) struct UnbanArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("limits").required(true).multiple(true)))]
 pub(crate) struct RetentionArgs {
     /// Topic to change.
     #[arg(value_parser = parse_topic)]
     pub(crate) topic: Topic,
 
-    /// How long comments are kept, such as 24h or 7d.
-    pub(crate) period: String,
+    /// Maximum age of a closed segment's newest comment before the segment is deleted, such as
+    /// 2h or 7d (units ms, s, m, h, d, w). The word none removes the limit, and default goes
+    /// back to the configuration file's value.
+    #[arg(long, value_name = "DURATION", value_parser = parse_age, group = "limits")]
+    pub(crate) max_age: Option<Limit>,
+
+    /// Maximum size of the topic's segment files before the oldest are deleted, such as 1GiB
+    /// or 500MB (a bare number is bytes). The word none removes the limit, and default goes
+    /// back to the configuration file's value.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, group = "limits")]
+    pub(crate) max_bytes: Option<Limit>,
+
+    /// Go back to the configuration file's limits for both age and size.
+    #[arg(long, conflicts_with_all = ["max_age", "max_bytes"], group = "limits")]
+    pub(crate) reset: bool,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +416,58 @@ mod tests {
     fn delete_needs_valid_topic() {
         let err = parse(&["delete", "a//b"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn retention_needs_a_limit() {
+        let err = parse(&["retention", "live"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn retention_reset_excludes_limits() {
+        let err = parse(&["retention", "live", "--reset", "--max-age", "2h"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn retention_parses_both_limits() {
+        let cli = parse(&[
+            "retention",
+            "live",
+            "--max-age",
+            "2h",
+            "--max-bytes",
+            "1GiB",
+        ])
+        .unwrap();
+        let Command::Retention(args) = cli.command else {
+            panic!("expected retention");
+        };
+        assert_eq!(args.max_age, Some(Limit::Value(7_200_000)));
+        assert_eq!(args.max_bytes, Some(Limit::Value(1 << 30)));
+    }
+
+    #[test]
+    fn retention_rejects_bad_duration() {
+        let err = parse(&["retention", "live", "--max-age", "2 hours"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn delete_takes_an_optional_offset() {
+        let offset_of = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Delete(delete) => delete.offset,
+            other => panic!("expected delete, got {other:?}"),
+        };
+        assert_eq!(offset_of(&["delete", "live", "12"]), Some(12));
+        assert_eq!(offset_of(&["delete", "live", "--yes"]), None);
+    }
+
+    #[test]
+    fn ban_purge_needs_seconds() {
+        let err = parse(&["ban", "spammer", "--purge", "live"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod admin;
 mod admin_commands;
 mod cli;
 mod failure;
+mod limits;
 mod output;
 mod publish;
 mod tables;

@@ -1,6 +1,8 @@
 //! Readable text for the admin endpoint's JSON: tables for lists, aligned fields for single
 //! objects. A value the broker did not report shows as `-`.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Table};
 use serde_json::Value;
@@ -93,22 +95,130 @@ pub(crate) fn connections(connections: &[Value]) -> String {
     finish(table)
 }
 
-/// Formats `GET /v1/tree`.
+/// Formats `GET /v1/tree`: the node, then a table each for its upstream links, its relay
+/// topics and the relays connected below it.
 pub(crate) fn tree(tree: &Value) -> String {
-    let children = match tree["children"].as_array() {
-        _ if !links_reported(tree) => NOT_REPORTED.to_owned(),
-        Some(children) => children.len().to_string(),
-        None => dash(),
-    };
-    let mut rows = vec![
+    let head = fields(&[
+        ("node", text(&tree["node_id"])),
         ("role", text(&tree["role"])),
         ("upstream", upstream(tree)),
-        ("children", children),
-    ];
-    if let Some(note) = tree["note"].as_str() {
-        rows.push(("note", note.to_owned()));
+    ]);
+    if !links_reported(tree) {
+        return head;
     }
-    fields(&rows)
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let sections = [
+        head,
+        section(&tree["links"], "no upstream links", |links| {
+            link_table(links, now_ms)
+        }),
+        section(&tree["topics"], "no topics subscribed upstream", lag_table),
+        section(
+            &tree["children"],
+            "no relays connected below",
+            children_table,
+        ),
+    ];
+    sections.join("\n\n")
+}
+
+/// Formats a list as a table, or `empty` when it has no items.
+fn section(list: &Value, empty: &str, table: impl Fn(&[Value]) -> String) -> String {
+    match list.as_array() {
+        Some(items) if !items.is_empty() => table(items),
+        _ => empty.to_owned(),
+    }
+}
+
+fn link_table(links: &[Value], now_ms: u64) -> String {
+    let mut table = new_table(&[
+        "LINK",
+        "ADDRESS",
+        "STATE",
+        "FOR",
+        "CONNECTIONS",
+        "FAILOVERS",
+        "LAST_ERROR",
+    ]);
+    for link in links {
+        let state = match link["connected"].as_bool() {
+            Some(true) => "connected",
+            Some(false) => "disconnected",
+            None => "-",
+        };
+        let since = link["since_unix_ms"]
+            .as_u64()
+            .map_or_else(dash, |since| duration(now_ms.saturating_sub(since) / 1000));
+        table.add_row(vec![
+            number(&link["link"]),
+            text(&link["address"]),
+            state.to_owned(),
+            since,
+            number(&link["connections"]),
+            number(&link["failovers"]),
+            text(&link["last_error"]),
+        ]);
+    }
+    align_right(&mut table, &[0, 4, 5]);
+    finish(table)
+}
+
+fn lag_table(topics: &[Value]) -> String {
+    let mut table = new_table(&[
+        "TOPIC",
+        "STATE",
+        "CACHE_END",
+        "UPSTREAM_END",
+        "OFFSET_LAG",
+        "TIME_LAG",
+        "LAST_BATCH",
+        "SUBS",
+    ]);
+    for topic in topics {
+        let ms = |value: &Value| value.as_u64().map_or_else(dash, |ms| format!("{ms} ms"));
+        table.add_row(vec![
+            text(&topic["topic"]),
+            text(&topic["state"]),
+            number(&topic["cache_end"]),
+            number(&topic["upstream_end"]),
+            number(&topic["offset_lag"]),
+            ms(&topic["time_lag_ms"]),
+            ms(&topic["last_batch_age_ms"]),
+            number(&topic["subscribers"]),
+        ]);
+    }
+    align_right(&mut table, &[2, 3, 4, 5, 6, 7]);
+    finish(table)
+}
+
+fn children_table(children: &[Value]) -> String {
+    let mut table = new_table(&["CHILD", "ADDRESS", "CONN", "RELAYS_BELOW", "TOPICS"]);
+    for child in children {
+        table.add_row(vec![
+            text(&child["node_id"]),
+            text(&child["address"]),
+            number(&child["conn"]),
+            joined(&child["relays_below"]),
+            joined(&child["topics"]),
+        ]);
+    }
+    align_right(&mut table, &[2]);
+    finish(table)
+}
+
+/// Joins a list of strings with ", ", or returns `-` for an empty or missing list.
+fn joined(list: &Value) -> String {
+    let items: Vec<String> = list
+        .as_array()
+        .map(|items| items.iter().map(text).collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        dash()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Formats the reply to `POST /v1/reload`.
@@ -118,10 +228,14 @@ pub(crate) fn reload(reply: &Value) -> String {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    if applied.is_empty() && restart.is_empty() {
+    let tls = reply["tls_reloaded"].as_bool() == Some(true);
+    if applied.is_empty() && restart.is_empty() && !tls {
         return "configuration reloaded: nothing changed".to_owned();
     }
     let mut lines = Vec::new();
+    if tls {
+        lines.push("reloaded: TLS certificate and key, for new connections".to_owned());
+    }
     for change in &applied {
         lines.push(format!(
             "applied: {} {} -> {}",
@@ -153,6 +267,26 @@ fn retention(retention: &Value) -> String {
         (Some(limit), None) | (None, Some(limit)) => limit,
         (None, None) => "none".to_owned(),
     }
+}
+
+/// Formats the retention in force with the source of each limit, such as
+/// `max age 2h (set at run time), max size none (configuration file)`.
+pub(crate) fn retention_in_force(retention: &Value) -> String {
+    let source = |set: &Value| match set.as_bool() {
+        Some(true) => "set at run time",
+        Some(false) => "configuration file",
+        None => "source unknown",
+    };
+    let none = || "none".to_owned();
+    let age = retention["max_age_ms"]
+        .as_u64()
+        .map_or_else(none, compact_duration);
+    let size = retention["max_bytes"].as_u64().map_or_else(none, bytes);
+    format!(
+        "max age {age} ({}), max size {size} ({})",
+        source(&retention["max_age_set"]),
+        source(&retention["max_bytes_set"])
+    )
 }
 
 /// Shown for relay links when the broker does not report them.
@@ -388,6 +522,60 @@ mod tests {
         let topic = json!({"name": "cold", "stream": null, "bytes_on_disk": 10});
         let text = topics(&[topic]);
         assert!(text.lines().nth(1).unwrap().contains('-'));
+    }
+
+    #[test]
+    fn retention_in_force_names_sources() {
+        let value = json!({
+            "max_age_ms": 7_200_000, "max_bytes": null,
+            "max_age_set": true, "max_bytes_set": false,
+        });
+        assert_eq!(
+            retention_in_force(&value),
+            "max age 2h (set at run time), max size none (configuration file)"
+        );
+    }
+
+    #[test]
+    fn tree_lists_links_topics_and_children() {
+        let reply = json!({
+            "node_id": "edge-1", "role": "relay", "upstream": "127.0.0.1:7400",
+            "links_reported": true,
+            "links": [{
+                "link": 0, "address": "127.0.0.1:7400", "connected": true,
+                "since_unix_ms": 0, "connections": 1, "failovers": 2, "last_error": null,
+            }],
+            "topics": [{
+                "topic": "live", "state": "subscribed", "cache_end": 10, "upstream_end": 12,
+                "offset_lag": 2, "time_lag_ms": 5, "last_batch_age_ms": 100, "subscribers": 3,
+            }],
+            "children": [{
+                "node_id": "edge-2", "address": "127.0.0.1:5000", "conn": 7,
+                "relays_below": [], "topics": ["live"],
+            }],
+        });
+        let text = tree(&reply);
+        assert!(text.contains("edge-1"), "{text}");
+        assert!(text.contains("connected"), "{text}");
+        assert!(text.contains("5 ms"), "{text}");
+        assert!(text.contains("edge-2"), "{text}");
+    }
+
+    #[test]
+    fn origin_tree_says_it_has_no_links() {
+        let reply = json!({
+            "node_id": "origin", "role": "origin", "upstream": null, "links_reported": true,
+            "links": [], "topics": [], "children": [],
+        });
+        let text = tree(&reply);
+        assert!(text.contains("no upstream links"), "{text}");
+        assert!(text.contains("no relays connected below"), "{text}");
+    }
+
+    #[test]
+    fn reload_lists_tls_reload() {
+        let reply = json!({"applied": [], "restart_required": [], "tls_reloaded": true});
+        assert!(reload(&reply).contains("TLS certificate"));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chorus_broker::{Config, Server};
-use chorus_client::{ClientError, Connection, ErrorCode, Options, StartAt, Topic};
+use chorus_client::{ClientError, Connection, ErrorCode, Frame, Options, StartAt, Topic};
+use chorus_protocol::event::flags;
+use chorus_protocol::RelayPublish;
 use serde_json::Value;
 
 const TOKEN: &str = "ctl-test-token";
@@ -18,6 +20,8 @@ const TOKEN: &str = "ctl-test-token";
 /// A broker with its admin endpoint on ephemeral loopback ports, stopped when dropped.
 struct TestBroker {
     server: Option<Server>,
+    /// The configuration the broker started with.
+    config: Config,
     addr: SocketAddr,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -34,8 +38,9 @@ impl TestBroker {
         };
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.token = token.map(str::to_owned);
-        let server = Server::start(config).expect("broker starts");
+        let server = Server::start(config.clone()).expect("broker starts");
         TestBroker {
+            config,
             addr: server.local_addrs()[0],
             admin: server.admin_addr().expect("admin endpoint is enabled"),
             server: Some(server),
@@ -270,17 +275,112 @@ fn unreachable_admin_exits_2() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// Publishes `payload` to `topic` as `user` with RELAY_PUBLISH, from a connection whose
+/// HELLO carries a relay chain, and returns the acknowledgement's code.
+fn publish_as(broker: &TestBroker, topic: &str, user: &str, payload: &[u8]) -> ErrorCode {
+    let options = Options {
+        client_name: "ctl-test chorus-relay/ctl-test-relay".to_owned(),
+        read_timeout: Some(Duration::from_secs(15)),
+        ..Options::default()
+    };
+    let mut conn = Connection::connect(&broker.addr.to_string(), &options).unwrap();
+    let frame = Frame::RelayPublish(RelayPublish {
+        seq: 1,
+        topic: Topic::new(topic).unwrap(),
+        user: user.to_owned(),
+        priority: false,
+        payload: payload.to_vec().into(),
+    });
+    conn.send(&frame).unwrap();
+    match conn.recv().unwrap() {
+        Frame::PublishAck(ack) => ack.code,
+        other => panic!("expected PUBLISH_ACK, got {other:?}"),
+    }
+}
+
 #[test]
-fn ban_reports_missing_moderation() {
+fn ban_stops_the_users_publishes() {
     let broker = TestBroker::start(None);
-    let output = broker.run(&["ban", "someone"]);
-    assert_eq!(output.status.code(), Some(3));
-    assert!(stderr(&output).contains("501"), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("moderation"),
-        "{}",
-        stderr(&output)
+
+    let out = broker.stdout(&["ban", "spammer", "--reason", "links & ads"]);
+
+    assert_eq!(out.trim(), "banned spammer");
+    assert_eq!(
+        publish_as(&broker, "live", "spammer", b"buy"),
+        ErrorCode::Banned
     );
+    assert_eq!(publish_as(&broker, "live", "alice", b"hi"), ErrorCode::Ok);
+}
+
+#[test]
+fn ban_with_purge_deletes_recent_comments() {
+    let broker = TestBroker::start(None);
+    for (user, text) in [("spammer", "a"), ("alice", "b"), ("spammer", "c")] {
+        assert_eq!(
+            publish_as(&broker, "live", user, text.as_bytes()),
+            ErrorCode::Ok
+        );
+    }
+
+    let args = [
+        "ban",
+        "spammer",
+        "--purge",
+        "live",
+        "--purge-seconds",
+        "600",
+    ];
+    let reply = broker.json_lines(&args);
+
+    assert_eq!(reply[0]["purged"], 2);
+    assert_eq!(reply[0]["already_banned"], false);
+}
+
+#[test]
+fn unban_lets_the_user_publish_again() {
+    let broker = TestBroker::start(None);
+    broker.stdout(&["ban", "spammer"]);
+
+    let out = broker.stdout(&["unban", "spammer"]);
+    let again = broker.run(&["unban", "spammer"]);
+
+    assert_eq!(out.trim(), "lifted the ban on spammer");
+    assert_eq!(
+        publish_as(&broker, "live", "spammer", b"sorry"),
+        ErrorCode::Ok
+    );
+    assert_eq!(again.status.code(), Some(3));
+    assert!(stderr(&again).contains("not banned"), "{}", stderr(&again));
+}
+
+#[test]
+fn delete_with_offset_deletes_one_comment() {
+    let broker = TestBroker::start(None);
+    for text in ["one", "two", "three"] {
+        broker.stdout(&["publish", "live", text]);
+    }
+
+    let out = broker.stdout(&["delete", "live", "1"]);
+    let missing = broker.run(&["delete", "live", "99"]);
+
+    assert_eq!(
+        out.trim(),
+        "deleted comment 1 of live (tombstone at offset 3)"
+    );
+    assert_eq!(missing.status.code(), Some(3));
+    let mut conn = Connection::connect(&broker.addr.to_string(), &Options::default()).unwrap();
+    let topic = Topic::new("live").unwrap();
+    conn.subscribe(&topic, StartAt::Earliest, 0).unwrap();
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        match conn.recv().unwrap() {
+            Frame::Events(batch) => events.extend(batch.iter()),
+            other => panic!("expected EVENTS, got {other:?}"),
+        }
+    }
+    assert_eq!(events[1].flags & flags::DELETED, flags::DELETED);
+    assert!(events[1].payload.is_empty());
+    assert_eq!(events[3].tombstone_target(), Some(1));
 }
 
 #[test]
@@ -288,7 +388,81 @@ fn tree_json_has_no_children() {
     let broker = TestBroker::start(None);
     let tree = broker.json_lines(&["tree"]);
     assert_eq!(tree[0]["children"], Value::Array(Vec::new()));
-    assert_eq!(tree[0]["links_reported"], false);
+    assert_eq!(tree[0]["links"], Value::Array(Vec::new()));
+    assert_eq!(tree[0]["links_reported"], true);
+}
+
+#[test]
+fn tree_text_of_origin_names_empty_sections() {
+    let broker = TestBroker::start(None);
+    let text = broker.stdout(&["tree"]);
+    assert!(text.contains("origin"), "{text}");
+    assert!(text.contains("no upstream links"), "{text}");
+    assert!(text.contains("no relays connected below"), "{text}");
+}
+
+#[test]
+fn retention_sets_both_limits() {
+    let broker = TestBroker::start(None);
+    broker.stdout(&["publish", "event/kept", "one"]);
+    let text = broker.stdout(&[
+        "retention",
+        "event/kept",
+        "--max-age",
+        "2h",
+        "--max-bytes",
+        "1GiB",
+    ]);
+    assert_eq!(
+        text.trim(),
+        "retention of event/kept: max age 2h (set at run time), max size 1.0 GiB (set at run time)"
+    );
+    let topics = broker.json_lines(&["topics", "event/kept"]);
+    assert_eq!(topics[0]["retention"]["max_age_ms"], 7_200_000);
+    assert_eq!(topics[0]["retention"]["max_bytes"], 1u64 << 30);
+}
+
+#[test]
+fn retention_reset_shows_configured_limits() {
+    let broker = TestBroker::start(None);
+    broker.stdout(&["publish", "live", "one"]);
+    broker.stdout(&["retention", "live", "--max-bytes", "none"]);
+    let reply = broker.json_lines(&["retention", "live", "--reset"]);
+    assert_eq!(reply[0]["retention"]["max_bytes_set"], false);
+    assert_eq!(reply[0]["retention"]["max_age_set"], false);
+}
+
+#[test]
+fn retention_of_unknown_topic_exits_3() {
+    let broker = TestBroker::start(None);
+    let output = broker.run(&["retention", "never", "--max-age", "1d"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not found"), "{}", stderr(&output));
+}
+
+#[test]
+fn retention_with_bad_size_exits_1() {
+    let broker = TestBroker::start(None);
+    let output = broker.run(&["retention", "live", "--max-bytes", "1.5GiB"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid size"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn reload_without_changes_says_so() {
+    let broker = TestBroker::start(None);
+    let config = broker.config.clone();
+    broker
+        .server
+        .as_ref()
+        .unwrap()
+        .set_config_loader(Box::new(move || Ok(config.clone())));
+    let text = broker.stdout(&["reload"]);
+    assert_eq!(text.trim(), "configuration reloaded: nothing changed");
 }
 
 #[test]

@@ -26,6 +26,12 @@ export const ErrorCode = {
   UNAUTHENTICATED: 20,
   TOKEN_EXPIRED: 21,
   FORBIDDEN: 22,
+  BANNED: 23,
+  RATE_LIMITED: 24,
+  SLOW_MODE: 25,
+  DUPLICATE_COMMENT: 26,
+  BLOCKED_CONTENT: 27,
+  COMMENT_NOT_FOUND: 28,
 } as const;
 
 /** Name of an error code that version 1 defines, such as `"SLOW_CONSUMER"`. */

@@ -1,6 +1,7 @@
 import {
   ChorusClosedError,
   ChorusError,
+  ChorusModerationError,
   ChorusProtocolError,
   ChorusPublishError,
   ChorusServerError,
@@ -18,7 +19,10 @@ import {
   type ErrorFrame,
   type Events,
   type Frame,
+  type ModAction,
+  type ModerateAck,
   type PublishAck,
+  type Skipped,
   type Subscribed,
   type Welcome,
 } from "./protocol.js";
@@ -69,10 +73,10 @@ type Phase = "preamble" | "welcome" | "ready" | "closed";
 /**
  * One connection to a chorus server, after the handshake.
  *
- * Requests may overlap: each {@link publish} waits for its own PUBLISH_ACK, matched by sequence
- * number, and each {@link subscribe} for its SUBSCRIBED. PING frames from the server get their PONG
- * at once. Open one with `connect` from this package's entry point, or with {@link Connection.open}
- * and a transport of your own.
+ * Requests may overlap: each {@link publish} waits for its own PUBLISH_ACK and each
+ * {@link moderate} for its MODERATE_ACK, matched by sequence number, and each {@link subscribe}
+ * for its SUBSCRIBED. PING frames from the server get their PONG at once. Open one with `connect`
+ * from this package's entry point, or with {@link Connection.open} and a transport of your own.
  *
  * Received comments wait in their subscriptions until the application reads them. While more than
  * `maxBufferedBytes` wait, the connection stops reading from the channel, which also holds back
@@ -93,6 +97,7 @@ export class Connection {
   #nextSeq = 1n;
   #nextNonce = 1n;
   readonly #acks = new Map<bigint, Deferred<Ack>>();
+  readonly #moderations = new Map<bigint, Deferred<void>>();
   readonly #subscribing = new Map<string, Deferred<Subscription>>();
   readonly #subscriptions = new Map<string, EventQueue>();
   readonly #pings = new Map<bigint, { readonly done: Deferred<number>; readonly sentAt: number }>();
@@ -208,6 +213,51 @@ export class Connection {
     } else {
       this.#sendFrame({ type: "UNSUBSCRIBE", topic });
     }
+  }
+
+  /**
+   * Requests a moderation action and waits for its MODERATE_ACK. Build `action` with the
+   * {@link ModAction} constructors, such as `ModAction.deleteComment("live", 42n)`.
+   *
+   * Rejects with {@link ChorusModerationError}, whose `code` gives the reason, when the server
+   * does not carry the action out: `FORBIDDEN` for a session that may not moderate, or
+   * `COMMENT_NOT_FOUND` for an offset the topic does not keep. Rejects with a `RangeError`,
+   * without sending anything, for an invalid topic or an empty user id.
+   */
+  async moderate(action: ModAction): Promise<void> {
+    this.#checkOpen();
+    const seq = this.#nextSeq++;
+    // Encoding first means an invalid action leaves nothing waiting for a MODERATE_ACK.
+    const bytes = encodeFrame({ type: "MODERATE", seq, action });
+    const done = deferred<void>();
+    this.#moderations.set(seq, done);
+    this.#send(bytes);
+    return done.promise;
+  }
+
+  /**
+   * Sends `count` reactions of one kind, such as `heart`, to `topic`. The server sends no reply;
+   * it adds the reactions up and publishes the sums to the topic `_reactions/<topic>`. Only
+   * relay sessions may send a count above 1. From other sessions the server rejects it with an
+   * ERROR FORBIDDEN about the topic, which also ends this connection's subscription to it.
+   *
+   * Rejects with a `RangeError` for an invalid topic, a kind that is empty or longer than 32
+   * bytes of UTF-8, or a count outside 1 to 2^32 - 1.
+   */
+  async react(topic: string, kind: string, count = 1): Promise<void> {
+    this.#checkOpen();
+    this.#sendFrame({ type: "REACT", topic, kind, count });
+  }
+
+  /**
+   * Caps the subscription to `topic` at `maxPerSec` comments per second; 0 removes the cap. The
+   * server sends no reply and ignores a cap for a topic without a subscription. Entries with the
+   * PRIORITY, TOMBSTONE or DELETED flag are always delivered. The comments left out are counted
+   * in SKIPPED notices, which the subscription hands to its {@link Subscription.onSkipped}.
+   */
+  async cap(topic: string, maxPerSec: number): Promise<void> {
+    this.#checkOpen();
+    this.#sendFrame({ type: "CAP", topic, maxPerSec });
   }
 
   /** Sends PING and returns the milliseconds until the matching PONG arrived. */
@@ -333,6 +383,12 @@ export class Connection {
       case "PUBLISH_ACK":
         this.#onPublishAck(frame);
         return;
+      case "MODERATE_ACK":
+        this.#onModerateAck(frame);
+        return;
+      case "SKIPPED":
+        this.#onSkipped(frame);
+        return;
       case "EVENTS":
         this.#onEvents(frame);
         return;
@@ -395,6 +451,34 @@ export class Connection {
       ack.resolve({ seq: frame.seq, offset: frame.offset, stream: frame.stream });
     } else {
       ack.reject(new ChorusPublishError(frame.seq, frame.code));
+    }
+  }
+
+  #onModerateAck(frame: ModerateAck): void {
+    const done = this.#moderations.get(frame.seq);
+    if (done === undefined) {
+      this.#options.logger?.warn("MODERATE_ACK for no waiting moderation action", {
+        seq: frame.seq,
+      });
+      return;
+    }
+    this.#moderations.delete(frame.seq);
+    if (frame.code === ErrorCode.OK) {
+      done.resolve();
+    } else {
+      done.reject(new ChorusModerationError(frame.seq, frame.code));
+    }
+  }
+
+  #onSkipped(frame: Skipped): void {
+    const queue = this.#subscriptions.get(frame.topic);
+    if (queue === undefined) {
+      // Sent before the server read our UNSUBSCRIBE.
+      return;
+    }
+    this.#bufferedBytes += queue.push([frame]);
+    if (this.#bufferedBytes > this.#options.maxBufferedBytes && !this.#paused) {
+      this.#pauseReading();
     }
   }
 
@@ -630,6 +714,9 @@ export class Connection {
     for (const ack of this.#acks.values()) {
       ack.reject(reason);
     }
+    for (const done of this.#moderations.values()) {
+      done.reject(reason);
+    }
     for (const subscribed of this.#subscribing.values()) {
       subscribed.reject(reason);
     }
@@ -644,6 +731,7 @@ export class Connection {
       }
     }
     this.#acks.clear();
+    this.#moderations.clear();
     this.#subscribing.clear();
     this.#pings.clear();
     this.#subscriptions.clear();

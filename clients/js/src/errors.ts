@@ -84,6 +84,62 @@ export class ChorusPublishError extends ChorusError {
   }
 }
 
+/** The server did not carry out a moderation action; `code` gives the reason. */
+export class ChorusModerationError extends ChorusError {
+  override name = "ChorusModerationError";
+
+  /** Sequence number of the MODERATE frame. */
+  readonly seq: bigint;
+  /** Reason from the MODERATE_ACK, a value of {@link ErrorCode} such as `FORBIDDEN`. */
+  readonly code: number;
+
+  constructor(seq: bigint, code: number) {
+    super(`moderation action ${seq} rejected: ${describeCode(code)}`);
+    this.seq = seq;
+    this.code = code;
+  }
+}
+
+/** Cause of a {@link ChorusTlsError}. */
+export type TlsFailure =
+  /** A CA, certificate or key file of the TLS options could not be read. */
+  | "setup"
+  /** The server's certificate was not accepted: an unknown CA, a wrong name, or expired. */
+  | "certificate"
+  /** The server rejected the client's certificate, or required one and got none. */
+  | "clientCertificate"
+  /** The handshake failed for another reason, such as a TLS alert from the server. */
+  | "handshake"
+  /** A plaintext connection got a TLS record back, so the port serves TLS only. */
+  | "tlsRequired"
+  /** A TLS handshake got a reply that is not TLS, so the port does not serve TLS. */
+  | "tlsNotOffered";
+
+/**
+ * A TLS connection could not be set up, or the client and the port disagree about TLS. Unlike
+ * other connect failures it is permanent: trying again gives the same result until the
+ * configuration changes.
+ */
+export class ChorusTlsError extends ChorusConnectError {
+  override name = "ChorusTlsError";
+
+  readonly failure: TlsFailure;
+  /** Error code from Node or OpenSSL, such as `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, if any. */
+  readonly tlsCode: string | undefined;
+
+  constructor(
+    address: string,
+    failure: TlsFailure,
+    detail: string,
+    tlsCode?: string,
+    cause?: unknown,
+  ) {
+    super(address, detail, cause);
+    this.failure = failure;
+    this.tlsCode = tlsCode;
+  }
+}
+
 /** Server error codes after which a new connection is worth trying, after a back-off. */
 const TRANSIENT_SERVER_CODES: ReadonlySet<number> = new Set([
   ErrorCode.SHUTTING_DOWN,
@@ -97,10 +153,13 @@ const TRANSIENT_SERVER_CODES: ReadonlySet<number> = new Set([
  *
  * Failed and lost connections, timeouts, damaged frames and the server errors SHUTTING_DOWN,
  * SLOW_CONSUMER, TIMEOUT and STORAGE_FAILED are transient. A peer that does not speak protocol
- * version 1, every other server error, rejected publishes and errors that this library did not
- * raise (such as an invalid topic name) are permanent.
+ * version 1, TLS failures, every other server error, rejected publishes and moderation actions,
+ * and errors that this library did not raise (such as an invalid topic name) are permanent.
  */
 export function isTransient(error: unknown): boolean {
+  if (error instanceof ChorusTlsError) {
+    return false;
+  }
   if (
     error instanceof ChorusConnectError ||
     error instanceof ChorusClosedError ||

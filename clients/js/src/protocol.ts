@@ -1,6 +1,6 @@
 /**
- * The chorus wire format, protocol version 1: frame types, an encoder, an incremental decoder,
- * the CRC-32, topic validation and error codes.
+ * The chorus wire format, protocol version 1: frame types, entry flags, an encoder, an
+ * incremental decoder, the CRC-32, topic validation and error codes.
  *
  * This module does no I/O and keeps no clock. A connection layer feeds received bytes to
  * {@link FrameDecoder} in whatever pieces the transport delivers and sends the bytes that
@@ -46,6 +46,13 @@ export const FrameType = {
   PING: 0x09,
   PONG: 0x0a,
   ERROR: 0x0b,
+  MODERATE: 0x0c,
+  MODERATE_ACK: 0x0d,
+  REACT: 0x0e,
+  CAP: 0x0f,
+  SKIPPED: 0x10,
+  AUDIENCE: 0x11,
+  RELAY_PUBLISH: 0x12,
 } as const;
 
 /** Name of a frame type, such as `"PUBLISH_ACK"`. */
@@ -160,7 +167,7 @@ export interface EventEntry {
   readonly offset: bigint;
   /** Time the origin accepted the comment, in microseconds since the Unix epoch (UTC). */
   readonly timeUs: bigint;
-  /** Entry flags; version 1 defines none, and receivers ignore them. */
+  /** Entry flags, a combination of {@link EntryFlag} bits; receivers ignore unknown bits. */
   readonly flags: number;
   /** Id of the publisher; empty when the broker has none. */
   readonly publisher: string;
@@ -198,6 +205,140 @@ export interface ErrorFrame {
   readonly message: string;
 }
 
+/**
+ * A moderation action, as carried in MODERATE. Build one with the {@link ModAction}
+ * constructors, which give every action the same shape as the decoder does.
+ */
+export type ModAction =
+  | {
+      /** Deletes one comment: the origin appends a tombstone that names its offset. */
+      readonly kind: "deleteComment";
+      readonly topic: string;
+      readonly offset: bigint;
+    }
+  | {
+      /** Bans a user from publishing, and optionally deletes their recent comments in a topic. */
+      readonly kind: "ban";
+      /** User id, as in the `sub` claim of the user's tokens; 1 to 255 bytes of UTF-8. */
+      readonly user: string;
+      /** Topic whose comments by the user from the last `seconds` seconds are deleted too. */
+      readonly purge?: { readonly topic: string; readonly seconds: bigint };
+    }
+  | {
+      /** Lifts a ban. */
+      readonly kind: "unban";
+      readonly user: string;
+    }
+  | {
+      /** Sets the minimum interval between two comments of one user in a topic. */
+      readonly kind: "slowMode";
+      readonly topic: string;
+      /** Minimum interval in milliseconds; 0 turns slow mode off. */
+      readonly intervalMs: bigint;
+    };
+
+/** Constructors of the four moderation actions. */
+export const ModAction = {
+  /** Deletes the comment at `offset` of `topic`. */
+  deleteComment: (topic: string, offset: bigint): ModAction =>
+    Object.freeze({ kind: "deleteComment", topic, offset }),
+  /**
+   * Bans `user`. With `purge`, also deletes the user's comments that the origin stored in
+   * `purge.topic` in the last `purge.seconds` seconds (at least 1).
+   */
+  ban: (user: string, purge?: { readonly topic: string; readonly seconds: bigint }): ModAction =>
+    Object.freeze(
+      purge === undefined
+        ? { kind: "ban", user }
+        : {
+            kind: "ban",
+            user,
+            purge: Object.freeze({ topic: purge.topic, seconds: purge.seconds }),
+          },
+    ),
+  /** Lifts the ban of `user`. */
+  unban: (user: string): ModAction => Object.freeze({ kind: "unban", user }),
+  /** Sets slow mode on `topic`: at most one comment per user every `intervalMs` milliseconds. */
+  slowMode: (topic: string, intervalMs: bigint): ModAction =>
+    Object.freeze({ kind: "slowMode", topic, intervalMs }),
+};
+
+/** Wire value of each moderation action. */
+const MOD_ACTIONS = { deleteComment: 1, ban: 2, unban: 3, slowMode: 4 } as const;
+
+/** MODERATE: requests a moderation action; the server answers with one MODERATE_ACK. */
+export interface Moderate {
+  readonly type: "MODERATE";
+  /** Number chosen by the client and echoed in the MODERATE_ACK. */
+  readonly seq: bigint;
+  readonly action: ModAction;
+}
+
+/** MODERATE_ACK: carries out or rejects one MODERATE. */
+export interface ModerateAck {
+  readonly type: "MODERATE_ACK";
+  readonly seq: bigint;
+  /** `ErrorCode.OK` when the action was carried out, otherwise the reason it was not. */
+  readonly code: number;
+}
+
+/** Maximum length of a reaction kind, in bytes of UTF-8. */
+export const MAX_REACTION_KIND_BYTES = 32;
+
+/** REACT: adds reactions to a topic; the server sends no reply. */
+export interface React {
+  readonly type: "REACT";
+  readonly topic: string;
+  /** Reaction kind, 1 to 32 bytes of UTF-8, such as `heart`. */
+  readonly kind: string;
+  /** Number of reactions, at least 1; only relay sessions may send more than 1. */
+  readonly count: number;
+}
+
+/** CAP: caps the delivery rate of one subscription; the server sends no reply. */
+export interface Cap {
+  readonly type: "CAP";
+  readonly topic: string;
+  /** Maximum comments per second to deliver; 0 removes the cap. */
+  readonly maxPerSec: number;
+}
+
+/** SKIPPED: counts the comments a capped subscription did not deliver. */
+export interface Skipped {
+  readonly type: "SKIPPED";
+  readonly topic: string;
+  /** Comments not delivered since the previous SKIPPED of this subscription. */
+  readonly count: bigint;
+  /** Offset after the last comment this notice accounts for. */
+  readonly through: bigint;
+}
+
+/** One topic of an AUDIENCE frame. */
+export interface AudienceEntry {
+  readonly topic: string;
+  /** Subscribers of the topic at the relay and at every relay below it. */
+  readonly viewers: bigint;
+}
+
+/** AUDIENCE: a relay reports its subscriber counts per topic to its upstream. */
+export interface Audience {
+  readonly type: "AUDIENCE";
+  readonly entries: readonly AudienceEntry[];
+}
+
+/** RELAY_PUBLISH: a relay publishes one comment on behalf of a user it verified. */
+export interface RelayPublish {
+  readonly type: "RELAY_PUBLISH";
+  /** Number chosen by the relay and echoed in the PUBLISH_ACK. */
+  readonly seq: bigint;
+  readonly topic: string;
+  /** User id from the token the relay verified, 1 to 255 bytes; stored as the publisher. */
+  readonly user: string;
+  /** Whether the user's comments get the PRIORITY flag. */
+  readonly priority: boolean;
+  readonly payload: Uint8Array;
+}
+
 /** Any frame of protocol version 1. */
 export type Frame =
   | Hello
@@ -210,7 +351,57 @@ export type Frame =
   | Events
   | Ping
   | Pong
-  | ErrorFrame;
+  | ErrorFrame
+  | Moderate
+  | ModerateAck
+  | React
+  | Cap
+  | Skipped
+  | Audience
+  | RelayPublish;
+
+// ---------------------------------------------------------------------------------------------
+// Entry flags
+
+/** Bits of an EVENTS entry's `flags` byte. */
+export const EntryFlag = {
+  /** The origin gave the comment priority because of its publisher's role or token. */
+  PRIORITY: 0x01,
+  /**
+   * The entry is the deletion of a comment, not a comment: its payload is the 8-byte big-endian
+   * offset of the deleted comment in the same topic, and its publisher is the moderator.
+   */
+  TOMBSTONE: 0x02,
+  /** The comment at this offset was deleted after it was published; its payload is empty. */
+  DELETED: 0x04,
+} as const;
+
+/** Returns whether the entry has the PRIORITY flag. */
+export function isPriority(entry: EventEntry): boolean {
+  return (entry.flags & EntryFlag.PRIORITY) !== 0;
+}
+
+/** Returns whether the entry is a tombstone: the deletion of an earlier comment. */
+export function isTombstone(entry: EventEntry): boolean {
+  return (entry.flags & EntryFlag.TOMBSTONE) !== 0;
+}
+
+/** Returns whether the entry is a comment that was deleted after it was published. */
+export function isDeleted(entry: EventEntry): boolean {
+  return (entry.flags & EntryFlag.DELETED) !== 0;
+}
+
+/**
+ * Returns the offset of the comment that a tombstone deletes, or `undefined` when the entry is
+ * not a tombstone or its payload is not the 8 bytes of an offset.
+ */
+export function tombstoneTarget(entry: EventEntry): bigint | undefined {
+  const payload = entry.payload;
+  if (!isTombstone(entry) || payload.byteLength !== 8) {
+    return undefined;
+  }
+  return new DataView(payload.buffer, payload.byteOffset, 8).getBigUint64(0);
+}
 
 // ---------------------------------------------------------------------------------------------
 // CRC-32
@@ -432,6 +623,12 @@ class Writer {
     this.str8(name, "topic");
   }
 
+  /** Writes a user id, which must not be empty. */
+  user(user: string, field: string): void {
+    checkUser(user, field);
+    this.str8(user, field);
+  }
+
   bytes32(bytes: Uint8Array, field: string): void {
     this.u32(bytes.length, field);
     this.raw(bytes);
@@ -475,8 +672,9 @@ function encodeUtf8(text: string, maxBytes: number, field: string): Uint8Array {
  *
  * Throws a `RangeError` for a frame that version 1 cannot carry. That is a number outside its
  * field's range, a string too long for its length field or with a lone surrogate, or an invalid
- * topic. It is also a body longer than 2^32 - 1 bytes, or EVENTS whose offsets do not strictly
- * increase. The encoder never shortens a value to make it fit.
+ * topic. It is also a body longer than 2^32 - 1 bytes, EVENTS whose offsets do not strictly
+ * increase, or a value the frame's rules forbid, such as an empty REACT kind or user id. The
+ * encoder never shortens a value to make it fit.
  */
 export function encodeFrame(frame: Frame): Uint8Array {
   const w = new Writer();
@@ -551,10 +749,104 @@ function encodeBody(w: Writer, frame: Frame): void {
       w.str8(frame.topic, "ERROR topic");
       w.str16(frame.message, "ERROR message");
       return;
+    case "MODERATE":
+      encodeModerate(w, frame);
+      return;
+    case "MODERATE_ACK":
+      w.u64(frame.seq, "MODERATE_ACK seq");
+      w.u16(frame.code, "MODERATE_ACK code");
+      return;
+    case "REACT":
+      encodeReact(w, frame);
+      return;
+    case "CAP":
+      w.topic(frame.topic);
+      w.u32(frame.maxPerSec, "CAP max_per_sec");
+      return;
+    case "SKIPPED":
+      w.topic(frame.topic);
+      w.u64(frame.count, "SKIPPED count");
+      w.u64(frame.through, "SKIPPED through");
+      return;
+    case "AUDIENCE":
+      w.u32(frame.entries.length, "AUDIENCE count");
+      for (const entry of frame.entries) {
+        w.topic(entry.topic);
+        w.u64(entry.viewers, "AUDIENCE viewers");
+      }
+      return;
+    case "RELAY_PUBLISH":
+      w.u64(frame.seq, "RELAY_PUBLISH seq");
+      w.topic(frame.topic);
+      w.user(frame.user, "RELAY_PUBLISH user");
+      w.bool(frame.priority);
+      w.bytes32(frame.payload, "RELAY_PUBLISH payload");
+      return;
     default:
       throw new RangeError(
         `unknown frame type ${JSON.stringify((frame as { type: unknown }).type)}`,
       );
+  }
+}
+
+/** Returns the wire fields of a moderation action: topic (empty for none), offset, user, value. */
+function moderateFields(action: ModAction): [string, bigint, string, bigint] {
+  switch (action.kind) {
+    case "deleteComment":
+      return [action.topic, action.offset, "", 0n];
+    case "ban":
+      return action.purge === undefined
+        ? ["", 0n, action.user, 0n]
+        : [action.purge.topic, 0n, action.user, action.purge.seconds];
+    case "unban":
+      return ["", 0n, action.user, 0n];
+    case "slowMode":
+      return [action.topic, 0n, "", action.intervalMs];
+    default:
+      throw new RangeError(
+        `unknown moderation action ${JSON.stringify((action as { kind: unknown }).kind)}`,
+      );
+  }
+}
+
+function encodeModerate(w: Writer, frame: Moderate): void {
+  const action = frame.action;
+  const [topic, offset, user, value] = moderateFields(action);
+  if (action.kind === "ban" || action.kind === "unban") {
+    checkUser(action.user, `MODERATE ${action.kind} user`);
+  }
+  if (action.kind === "ban" && action.purge !== undefined && action.purge.seconds === 0n) {
+    throw new RangeError("MODERATE ban purge seconds must be at least 1");
+  }
+  w.u64(frame.seq, "MODERATE seq");
+  w.u8(MOD_ACTIONS[action.kind], "MODERATE action");
+  if (topic === "") {
+    w.str8("", "MODERATE topic");
+  } else {
+    w.topic(topic);
+  }
+  w.u64(offset, "MODERATE offset");
+  w.str8(user, "MODERATE user");
+  w.u64(value, "MODERATE value");
+}
+
+function encodeReact(w: Writer, frame: React): void {
+  const kindBytes = encodeUtf8(frame.kind, MAX_REACTION_KIND_BYTES, "REACT kind");
+  if (kindBytes.length === 0) {
+    throw new RangeError("REACT kind must not be empty");
+  }
+  if (frame.count === 0) {
+    throw new RangeError("REACT count must be at least 1");
+  }
+  w.topic(frame.topic);
+  w.str8(frame.kind, "REACT kind");
+  w.u32(frame.count, "REACT count");
+}
+
+/** Throws a `RangeError` unless `user` is a user id of 1 to 255 bytes of UTF-8. */
+function checkUser(user: string, field: string): void {
+  if (encodeUtf8(user, 0xff, field).length === 0) {
+    throw new RangeError(`${field} must not be empty`);
   }
 }
 
@@ -661,6 +953,15 @@ class Reader {
     }
     // Valid topics are ASCII, so each byte is one character.
     return String.fromCharCode(...bytes);
+  }
+
+  /** Reads a str8 that is either empty, returned as `undefined`, or a valid topic name. */
+  optionalTopic(field: string): string | undefined {
+    if (this.remaining > 0 && this.#bytes[this.#pos] === 0) {
+      this.#pos += 1;
+      return undefined;
+    }
+    return this.topic(field);
   }
 
   /** Reads a bytes32 field into a copy that does not keep the received buffer alive. */
@@ -799,6 +1100,33 @@ function decodeFields(type: number, r: Reader): Frame {
         topic: r.str8("ERROR topic"),
         message: r.str16("ERROR message"),
       };
+    case FrameType.MODERATE:
+      return decodeModerate(r);
+    case FrameType.MODERATE_ACK:
+      return {
+        type: "MODERATE_ACK",
+        seq: r.u64("MODERATE_ACK seq"),
+        code: r.u16("MODERATE_ACK code"),
+      };
+    case FrameType.REACT:
+      return decodeReact(r);
+    case FrameType.CAP:
+      return {
+        type: "CAP",
+        topic: r.topic("CAP topic"),
+        maxPerSec: r.u32("CAP max_per_sec"),
+      };
+    case FrameType.SKIPPED:
+      return {
+        type: "SKIPPED",
+        topic: r.topic("SKIPPED topic"),
+        count: r.u64("SKIPPED count"),
+        through: r.u64("SKIPPED through"),
+      };
+    case FrameType.AUDIENCE:
+      return decodeAudience(r);
+    case FrameType.RELAY_PUBLISH:
+      return decodeRelayPublish(r);
     default:
       throw new ChorusProtocolError(
         ErrorCode.UNKNOWN_FRAME_TYPE,
@@ -833,6 +1161,102 @@ function decodeStart(mode: number, value: bigint): StartAt {
     default:
       throw malformed(`SUBSCRIBE start mode ${mode} is not defined; modes are 0 to 4`);
   }
+}
+
+function decodeModerate(r: Reader): Moderate {
+  const seq = r.u64("MODERATE seq");
+  const action = r.u8("MODERATE action");
+  const topic = r.optionalTopic("MODERATE topic");
+  const offset = r.u64("MODERATE offset");
+  const user = r.str8("MODERATE user");
+  const value = r.u64("MODERATE value");
+  return { type: "MODERATE", seq, action: decodeModAction(action, topic, offset, user, value) };
+}
+
+/**
+ * Builds a moderation action from its wire fields, or throws MALFORMED_FRAME naming the rule
+ * they break. `topic` is `undefined` when the field is empty.
+ */
+function decodeModAction(
+  action: number,
+  topic: string | undefined,
+  offset: bigint,
+  user: string,
+  value: bigint,
+): ModAction {
+  switch (action) {
+    case MOD_ACTIONS.deleteComment:
+      if (topic !== undefined && user === "" && value === 0n) {
+        return ModAction.deleteComment(topic, offset);
+      }
+      break;
+    case MOD_ACTIONS.ban:
+      if (user === "" || offset !== 0n) {
+        break;
+      }
+      if (topic === undefined && value === 0n) {
+        return ModAction.ban(user);
+      }
+      if (topic !== undefined && value > 0n) {
+        return ModAction.ban(user, { topic, seconds: value });
+      }
+      throw malformed("MODERATE ban needs both a topic and a purge window, or neither");
+    case MOD_ACTIONS.unban:
+      if (topic === undefined && user !== "" && offset === 0n && value === 0n) {
+        return ModAction.unban(user);
+      }
+      break;
+    case MOD_ACTIONS.slowMode:
+      if (topic !== undefined && user === "" && offset === 0n) {
+        return ModAction.slowMode(topic, value);
+      }
+      break;
+    default:
+      throw malformed(`MODERATE action ${action} is not defined; actions are 1 to 4`);
+  }
+  throw malformed(`MODERATE fields do not fit action ${action}`);
+}
+
+function decodeReact(r: Reader): React {
+  const topic = r.topic("REACT topic");
+  const kind = r.str8("REACT kind");
+  const kindBytes = utf8Encoder.encode(kind).length;
+  if (kindBytes === 0 || kindBytes > MAX_REACTION_KIND_BYTES) {
+    throw malformed(`REACT kind is ${kindBytes} bytes; it must be 1 to 32`);
+  }
+  const count = r.u32("REACT count");
+  if (count === 0) {
+    throw malformed("REACT count is 0; it must be at least 1");
+  }
+  return { type: "REACT", topic, kind, count };
+}
+
+/** Minimum bytes of one AUDIENCE entry: a 1-byte topic with its length, and a u64. */
+const MIN_AUDIENCE_ENTRY_BYTES = 1 + 1 + 8;
+
+function decodeAudience(r: Reader): Audience {
+  const count = r.u32("AUDIENCE count");
+  // Checked before reading entries, so a huge count allocates nothing.
+  if (count > Math.floor(r.remaining / MIN_AUDIENCE_ENTRY_BYTES)) {
+    throw malformed(`AUDIENCE count ${count} needs more bytes than the ${r.remaining} left`);
+  }
+  const entries: AudienceEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    entries.push({ topic: r.topic("AUDIENCE topic"), viewers: r.u64("AUDIENCE viewers") });
+  }
+  return { type: "AUDIENCE", entries };
+}
+
+function decodeRelayPublish(r: Reader): RelayPublish {
+  const seq = r.u64("RELAY_PUBLISH seq");
+  const topic = r.topic("RELAY_PUBLISH topic");
+  const user = r.str8("RELAY_PUBLISH user");
+  if (user === "") {
+    throw malformed("RELAY_PUBLISH user is empty");
+  }
+  const priority = r.bool("RELAY_PUBLISH priority");
+  const payload = r.bytes32("RELAY_PUBLISH payload");
+  return { type: "RELAY_PUBLISH", seq, topic, user, priority, payload };
 }
 
 function decodeEvents(r: Reader): Events {

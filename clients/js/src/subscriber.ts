@@ -1,7 +1,7 @@
 import type { Connection } from "./connection.js";
 import { isTransient } from "./errors.js";
 import { Backoff, type BackoffOptions, type Logger } from "./options.js";
-import { checkTopic, StartAt, type Subscribed } from "./protocol.js";
+import { checkTopic, StartAt, type Skipped, type Subscribed } from "./protocol.js";
 import type { Event, Subscription } from "./subscription.js";
 import type { Dial } from "./transport.js";
 
@@ -27,6 +27,16 @@ export interface SubscriberOptions {
   stream?: bigint;
   /** Called when the topic was recreated, before the first comment of the new stream. */
   onStreamChange?: (change: StreamChange) => void;
+  /**
+   * Maximum comments per second the server delivers, sent as CAP after every subscribe, so the
+   * cap survives reconnects. Default: no cap.
+   */
+  maxPerSec?: number;
+  /**
+   * Called with each SKIPPED notice of the capped subscription, in stream order between the
+   * comments around it.
+   */
+  onSkipped?: (notice: Skipped) => void;
   /** Receives records of lost connections and reconnects. */
   logger?: Logger;
 }
@@ -58,6 +68,7 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
   #nextOffset: bigint;
   #stream: bigint;
   #reconnects = 0;
+  #skipped = 0n;
   #closed = false;
   #lastError: unknown;
   /** Settles after the previous `next()` call, so that calls run one at a time. */
@@ -81,6 +92,7 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
     this.#subscribed = subscription.subscribed;
     this.#nextOffset = subscription.subscribed.start;
     this.#stream = subscription.subscribed.stream;
+    this.#watchSkipped(subscription);
   }
 
   /**
@@ -100,6 +112,7 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
     const connection = await dial();
     try {
       const subscription = await connection.subscribe(topic, start, options.stream ?? 0n);
+      await sendCapIfSet(connection, topic, options);
       return new Subscriber(dial, connection, subscription, options);
     } catch (error) {
       await connection.close();
@@ -120,6 +133,14 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
   /** The SUBSCRIBED reply of the latest subscription. */
   get subscribed(): Subscribed {
     return this.#subscribed;
+  }
+
+  /**
+   * Comments that the server did not deliver because of `maxPerSec`, summed over the SKIPPED
+   * notices read so far on every connection.
+   */
+  get skipped(): bigint {
+    return this.#skipped;
   }
 
   /** How many times the subscriber reconnected and subscribed again. */
@@ -257,6 +278,7 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
         StartAt.offset(this.#nextOffset),
         this.#stream,
       );
+      await sendCapIfSet(connection, this.topic, this.#options);
     } catch (error) {
       await connection.close();
       throw error;
@@ -282,12 +304,25 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
     this.#subscribed = subscribed;
     this.#connection = connection;
     this.#subscription = subscription;
+    this.#watchSkipped(subscription);
     this.#options.logger?.debug("resubscribed", {
       topic: this.topic,
       stream: subscribed.stream,
       start: subscribed.start,
       reconnects: this.#reconnects,
     });
+  }
+
+  #watchSkipped(subscription: Subscription): void {
+    subscription.onSkipped = (notice) => {
+      this.#skipped += notice.count;
+      // Every comment below `through` was delivered before the notice or skipped, so a resume
+      // continues after them rather than asking for the skipped ones again.
+      if (notice.through > this.#nextOffset) {
+        this.#nextOffset = notice.through;
+      }
+      this.#options.onSkipped?.(notice);
+    };
   }
 
   #streamChanged(current: bigint, start: bigint): void {
@@ -317,5 +352,16 @@ export class Subscriber implements AsyncIterableIterator<Event, undefined> {
       this.#wake = finish;
       timer = setTimeout(finish, ms);
     });
+  }
+}
+
+/** Sends CAP for the subscription when the subscriber's options set `maxPerSec`. */
+async function sendCapIfSet(
+  connection: Connection,
+  topic: string,
+  options: SubscriberOptions,
+): Promise<void> {
+  if (options.maxPerSec !== undefined && options.maxPerSec > 0) {
+    await connection.cap(topic, options.maxPerSec);
   }
 }

@@ -1,4 +1,4 @@
-import type { EventEntry, Subscribed } from "./protocol.js";
+import type { EventEntry, Skipped, Subscribed } from "./protocol.js";
 
 /** A comment received on a subscription. */
 export interface Event extends EventEntry {
@@ -11,26 +11,36 @@ export interface Event extends EventEntry {
 /** Bytes counted for an event besides its payload and publisher: fields and object overhead. */
 const EVENT_OVERHEAD_BYTES = 64;
 
-/** Returns the bytes an event is counted as while it waits to be read. */
-export function eventSize(event: Event): number {
-  return event.payload.byteLength + event.publisher.length + EVENT_OVERHEAD_BYTES;
+/** Item of a subscription's queue: a comment, or a SKIPPED notice in its stream order. */
+export type QueueItem = Event | Skipped;
+
+/** Returns the bytes an item is counted as while it waits to be read. */
+export function eventSize(item: QueueItem): number {
+  if (isSkipped(item)) {
+    return EVENT_OVERHEAD_BYTES;
+  }
+  return item.payload.byteLength + item.publisher.length + EVENT_OVERHEAD_BYTES;
+}
+
+function isSkipped(item: QueueItem): item is Skipped {
+  return (item as { type?: unknown }).type === "SKIPPED";
 }
 
 interface Waiter {
-  resolve(result: IteratorResult<Event, undefined>): void;
+  resolve(result: IteratorResult<QueueItem, undefined>): void;
   reject(error: unknown): void;
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 /**
- * The events of one subscription, waiting to be read in order. The connection pushes, the
- * application reads through {@link Subscription}; `onConsumed` reports the bytes each read
- * frees, so the connection can bound what waits in all its queues together.
+ * The events and SKIPPED notices of one subscription, waiting to be read in order. The
+ * connection pushes, the application reads through {@link Subscription}; `onConsumed` reports
+ * the bytes each read frees, so the connection can bound what waits in all its queues together.
  */
 export class EventQueue {
   readonly #onConsumed: (bytes: number) => void;
-  #events: Event[] = [];
+  #events: QueueItem[] = [];
   #head = 0;
   #waiters: Waiter[] = [];
   #state: "open" | "ended" | "failed" = "open";
@@ -45,8 +55,8 @@ export class EventQueue {
     return this.#state === "open";
   }
 
-  /** Adds events and returns the bytes that now wait in the queue for them. */
-  push(events: readonly Event[]): number {
+  /** Adds events or a notice and returns the bytes that now wait in the queue for them. */
+  push(events: readonly QueueItem[]): number {
     if (this.#state !== "open") {
       return 0;
     }
@@ -87,8 +97,8 @@ export class EventQueue {
     }
   }
 
-  /** Returns the next event, waiting for one while the queue is open. */
-  next(): Promise<IteratorResult<Event, undefined>> {
+  /** Returns the next item, waiting for one while the queue is open. */
+  next(): Promise<IteratorResult<QueueItem, undefined>> {
     if (this.#head < this.#events.length) {
       return Promise.resolve({ done: false, value: this.#take() });
     }
@@ -101,7 +111,7 @@ export class EventQueue {
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
-  #take(): Event {
+  #take(): QueueItem {
     // The caller checked that #head < #events.length.
     const event = this.#events[this.#head]!;
     this.#head += 1;
@@ -148,8 +158,15 @@ export class EventQueue {
 export class Subscription implements AsyncIterableIterator<Event, undefined> {
   /** The server's SUBSCRIBED reply: the stream id and the offsets the subscription starts at. */
   readonly subscribed: Subscribed;
+  /**
+   * Called with each SKIPPED notice of a capped subscription (see {@link Connection.cap}), in
+   * stream order: once the comments received before the notice have been read, and before the
+   * next comment is returned. Exceptions it throws are thrown from `next()`.
+   */
+  onSkipped: ((notice: Skipped) => void) | undefined = undefined;
   readonly #queue: EventQueue;
   readonly #unsubscribe: () => void;
+  #skipped = 0n;
 
   /** Created by {@link Connection.subscribe}; not meant to be called directly. */
   constructor(subscribed: Subscribed, queue: EventQueue, unsubscribe: () => void) {
@@ -163,9 +180,25 @@ export class Subscription implements AsyncIterableIterator<Event, undefined> {
     return this.subscribed.topic;
   }
 
-  /** Returns the next comment, waiting until one arrives. */
-  next(): Promise<IteratorResult<Event, undefined>> {
-    return this.#queue.next();
+  /**
+   * Comments that the server did not deliver because of the subscription's cap, summed over the
+   * SKIPPED notices read so far.
+   */
+  get skipped(): bigint {
+    return this.#skipped;
+  }
+
+  /** Returns the next comment, waiting until one arrives, and hands notices to `onSkipped`. */
+  async next(): Promise<IteratorResult<Event, undefined>> {
+    // Each turn takes one item off the queue, so the loop ends once the queue has no notices.
+    for (;;) {
+      const result = await this.#queue.next();
+      if (result.done === true || !isSkipped(result.value)) {
+        return result as IteratorResult<Event, undefined>;
+      }
+      this.#skipped += result.value.count;
+      this.onSkipped?.(result.value);
+    }
   }
 
   /** Unsubscribes; `for await` calls this when the loop is left early. */

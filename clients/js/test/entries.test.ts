@@ -90,6 +90,33 @@ test("browser entry exports connect for WebSocket URLs", async () => {
   assert.equal(browser["tcpTransport"], undefined);
 });
 
+test("browser entry exports moderation and entry flag helpers", async () => {
+  const browser = (await import(new URL("../browser.js", import.meta.url).href)) as Record<
+    string,
+    unknown
+  >;
+
+  for (const name of ["ModAction", "EntryFlag", "ChorusModerationError"]) {
+    assert.equal(
+      typeof browser[name] === "object" || typeof browser[name] === "function",
+      true,
+      name,
+    );
+  }
+  for (const name of ["isTombstone", "tombstoneTarget", "isDeleted", "isPriority"]) {
+    assert.equal(typeof browser[name], "function", name);
+  }
+});
+
+test("browser entry leaves out the TLS module", () => {
+  const { files } = importGraph("browser.js");
+
+  assert.equal(
+    [...files].some((f) => f.endsWith("tls.js")),
+    false,
+  );
+});
+
 test("package.json declares no runtime dependencies", () => {
   const manifest = JSON.parse(readFileSync(join(DIST, "..", "package.json"), "utf8")) as Record<
     string,

@@ -10,12 +10,20 @@ import {
   describeCode,
   encodeFrame,
   encodePreamble,
+  EntryFlag,
   ErrorCode,
   errorCodeName,
   FrameDecoder,
+  FrameType,
+  isDeleted,
+  isPriority,
+  isTombstone,
   isValidTopic,
+  ModAction,
   StartAt,
+  tombstoneTarget,
   topicProblem,
+  type EventEntry,
   type Frame,
 } from "@chorus/client/protocol";
 
@@ -74,6 +82,20 @@ describe("error codes", () => {
     assert.equal(ErrorCode.SLOW_CONSUMER, 12);
     assert.equal(errorCodeName(12), "SLOW_CONSUMER");
     assert.equal(errorCodeName(17), "TOPIC_NOT_FOUND");
+  });
+
+  test("of moderation and publish limits carry their names", () => {
+    const expected: [number, string][] = [
+      [23, "BANNED"],
+      [24, "RATE_LIMITED"],
+      [25, "SLOW_MODE"],
+      [26, "DUPLICATE_COMMENT"],
+      [27, "BLOCKED_CONTENT"],
+      [28, "COMMENT_NOT_FOUND"],
+    ];
+    for (const [code, name] of expected) {
+      assert.equal(errorCodeName(code), name, `code ${code}`);
+    }
   });
 
   test("unknown to version 1 have no name but are described", () => {
@@ -185,5 +207,339 @@ describe("decoder", () => {
     decoder.push(encodeFrame({ type: "PING", nonce: 1n }));
     decoder.next();
     assert.doesNotThrow(() => decoder.finish());
+  });
+});
+
+/** Builds a whole frame of `type` around `body`, with a correct header and CRC. */
+function frameWithBody(type: number, body: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(12 + body.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, body.length);
+  frame[4] = type;
+  frame.set(body, 12);
+  view.setUint32(8, crc32(body, crc32(frame.subarray(0, 8))));
+  return frame;
+}
+
+/** Concatenates byte arrays and numbers, each number taken as one byte. */
+function bytes(...parts: (Uint8Array | number)[]): Uint8Array {
+  const arrays = parts.map((part) => (typeof part === "number" ? Uint8Array.of(part) : part));
+  const out = new Uint8Array(arrays.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of arrays) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function u64(value: bigint): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, value);
+  return out;
+}
+
+function u32(value: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, value);
+  return out;
+}
+
+/** Encodes `text` as a str8: its length byte, then its ASCII bytes. */
+function str8(text: string): Uint8Array {
+  return bytes(text.length, ascii(text));
+}
+
+/** Builds a MODERATE body from its wire fields. */
+function moderateBody(
+  action: number,
+  topic: string,
+  offset: bigint,
+  user: string,
+  value: bigint,
+): Uint8Array {
+  return bytes(u64(1n), action, str8(topic), u64(offset), str8(user), u64(value));
+}
+
+/** Returns the error code that decoding `frame` fails with, or "no error". */
+function decodeErrorCode(frame: Uint8Array): string {
+  try {
+    decodeFrame(frame);
+  } catch (error) {
+    const code = (error as { code?: number }).code;
+    return code === undefined ? String(error) : (errorCodeName(code) ?? `code ${code}`);
+  }
+  return "no error";
+}
+
+describe("moderation, reaction, cap and relay frames", () => {
+  const roundTrips: [string, Frame][] = [
+    [
+      "MODERATE delete",
+      { type: "MODERATE", seq: 1n, action: ModAction.deleteComment("live", 42n) },
+    ],
+    ["MODERATE ban", { type: "MODERATE", seq: 2n, action: ModAction.ban("user-7") }],
+    [
+      "MODERATE ban with purge",
+      {
+        type: "MODERATE",
+        seq: 3n,
+        action: ModAction.ban("user-7", { topic: "live", seconds: 600n }),
+      },
+    ],
+    ["MODERATE unban", { type: "MODERATE", seq: 4n, action: ModAction.unban("user-7") }],
+    [
+      "MODERATE slow mode",
+      { type: "MODERATE", seq: 2n ** 64n - 1n, action: ModAction.slowMode("live", 5000n) },
+    ],
+    ["MODERATE_ACK", { type: "MODERATE_ACK", seq: 9n, code: ErrorCode.COMMENT_NOT_FOUND }],
+    ["REACT", { type: "REACT", topic: "live", kind: "❤️", count: 1 }],
+    [
+      "REACT of 32 bytes",
+      { type: "REACT", topic: "live", kind: "k".repeat(32), count: 2 ** 32 - 1 },
+    ],
+    ["CAP", { type: "CAP", topic: "live/final", maxPerSec: 20 }],
+    ["CAP removal", { type: "CAP", topic: "live", maxPerSec: 0 }],
+    ["SKIPPED", { type: "SKIPPED", topic: "live", count: 17n, through: 1234n }],
+    [
+      "AUDIENCE",
+      {
+        type: "AUDIENCE",
+        entries: [
+          { topic: "live", viewers: 1000n },
+          { topic: "live/final", viewers: 0n },
+        ],
+      },
+    ],
+    ["AUDIENCE empty", { type: "AUDIENCE", entries: [] }],
+    [
+      "RELAY_PUBLISH",
+      {
+        type: "RELAY_PUBLISH",
+        seq: 5n,
+        topic: "live",
+        user: "host",
+        priority: true,
+        payload: ascii("welcome"),
+      },
+    ],
+  ];
+  for (const [name, frame] of roundTrips) {
+    test(`${name} round-trips`, () => {
+      assert.deepEqual(decodeFrame(encodeFrame(frame)), frame);
+    });
+  }
+
+  test("use type bytes 0x0c to 0x12", () => {
+    assert.equal(FrameType.MODERATE, 0x0c);
+    assert.equal(FrameType.MODERATE_ACK, 0x0d);
+    assert.equal(FrameType.REACT, 0x0e);
+    assert.equal(FrameType.CAP, 0x0f);
+    assert.equal(FrameType.SKIPPED, 0x10);
+    assert.equal(FrameType.AUDIENCE, 0x11);
+    assert.equal(FrameType.RELAY_PUBLISH, 0x12);
+  });
+
+  test("type 0x13 is unknown", () => {
+    assert.equal(decodeErrorCode(frameWithBody(0x13, new Uint8Array())), "UNKNOWN_FRAME_TYPE");
+  });
+
+  test("MODERATE encodes its fields in wire order", () => {
+    const frame: Frame = { type: "MODERATE", seq: 1n, action: ModAction.deleteComment("t", 42n) };
+    const expected = frameWithBody(FrameType.MODERATE, moderateBody(1, "t", 42n, "", 0n));
+    assert.equal(toHex(encodeFrame(frame)), toHex(expected));
+  });
+
+  test("MODERATE ban with purge puts the seconds in value", () => {
+    const action = ModAction.ban("u", { topic: "t", seconds: 60n });
+    const frame: Frame = { type: "MODERATE", seq: 1n, action };
+    const expected = frameWithBody(FrameType.MODERATE, moderateBody(2, "t", 0n, "u", 60n));
+    assert.equal(toHex(encodeFrame(frame)), toHex(expected));
+  });
+
+  const invalidModerate: [string, Uint8Array, string][] = [
+    ["action 0", moderateBody(0, "", 0n, "", 0n), "MALFORMED_FRAME"],
+    ["action 5", moderateBody(5, "t", 0n, "", 0n), "MALFORMED_FRAME"],
+    ["delete without topic", moderateBody(1, "", 3n, "", 0n), "MALFORMED_FRAME"],
+    ["delete with a user", moderateBody(1, "t", 3n, "u", 0n), "MALFORMED_FRAME"],
+    ["delete with a value", moderateBody(1, "t", 3n, "", 1n), "MALFORMED_FRAME"],
+    ["ban without user", moderateBody(2, "", 0n, "", 0n), "MALFORMED_FRAME"],
+    ["ban with an offset", moderateBody(2, "", 1n, "u", 0n), "MALFORMED_FRAME"],
+    ["ban with topic but no seconds", moderateBody(2, "t", 0n, "u", 0n), "MALFORMED_FRAME"],
+    ["ban with seconds but no topic", moderateBody(2, "", 0n, "u", 5n), "MALFORMED_FRAME"],
+    ["unban with a topic", moderateBody(3, "t", 0n, "u", 0n), "MALFORMED_FRAME"],
+    ["unban without user", moderateBody(3, "", 0n, "", 0n), "MALFORMED_FRAME"],
+    ["slow mode without topic", moderateBody(4, "", 0n, "", 10n), "MALFORMED_FRAME"],
+    ["slow mode with a user", moderateBody(4, "t", 0n, "u", 10n), "MALFORMED_FRAME"],
+    ["an invalid topic", moderateBody(1, "a//b", 3n, "", 0n), "INVALID_TOPIC"],
+    ["an invalid topic and action 9", moderateBody(9, "../x", 0n, "", 0n), "INVALID_TOPIC"],
+  ];
+  for (const [name, body, code] of invalidModerate) {
+    test(`MODERATE with ${name} is ${code}`, () => {
+      assert.equal(decodeErrorCode(frameWithBody(FrameType.MODERATE, body)), code);
+    });
+  }
+
+  const invalidOthers: [string, number, Uint8Array, string][] = [
+    [
+      "REACT with an empty kind",
+      FrameType.REACT,
+      bytes(str8("t"), str8(""), u32(1)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "REACT with a 33-byte kind",
+      FrameType.REACT,
+      bytes(str8("t"), str8("k".repeat(33)), u32(1)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "REACT with count 0",
+      FrameType.REACT,
+      bytes(str8("t"), str8("clap"), u32(0)),
+      "MALFORMED_FRAME",
+    ],
+    ["CAP with an invalid topic", FrameType.CAP, bytes(str8("a b"), u32(1)), "INVALID_TOPIC"],
+    ["SKIPPED cut short", FrameType.SKIPPED, bytes(str8("t"), u64(1n)), "MALFORMED_FRAME"],
+    [
+      "AUDIENCE whose count runs past the body",
+      FrameType.AUDIENCE,
+      bytes(u32(2), str8("t"), u64(1n)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "AUDIENCE with a huge count",
+      FrameType.AUDIENCE,
+      bytes(u32(0xffff_ffff), str8("t"), u64(1n)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "RELAY_PUBLISH with an empty user",
+      FrameType.RELAY_PUBLISH,
+      bytes(u64(1n), str8("t"), str8(""), 0, u32(0)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "RELAY_PUBLISH with priority 2",
+      FrameType.RELAY_PUBLISH,
+      bytes(u64(1n), str8("t"), str8("u"), 2, u32(0)),
+      "MALFORMED_FRAME",
+    ],
+    [
+      "MODERATE_ACK with a byte after its code",
+      FrameType.MODERATE_ACK,
+      bytes(u64(1n), 0, 0, 0),
+      "MALFORMED_FRAME",
+    ],
+  ];
+  for (const [name, type, body, code] of invalidOthers) {
+    test(`${name} is ${code}`, () => {
+      assert.equal(decodeErrorCode(frameWithBody(type, body)), code);
+    });
+  }
+
+  const unencodable: [string, Frame, RegExp][] = [
+    ["a REACT with an empty kind", { type: "REACT", topic: "t", kind: "", count: 1 }, /empty/],
+    [
+      "a REACT kind over 32 bytes",
+      { type: "REACT", topic: "t", kind: "é".repeat(17), count: 1 },
+      /34 bytes of UTF-8; the maximum is 32/,
+    ],
+    ["a REACT count of 0", { type: "REACT", topic: "t", kind: "clap", count: 0 }, /at least 1/],
+    ["a CAP above u32", { type: "CAP", topic: "t", maxPerSec: 2 ** 32 }, /CAP max_per_sec/],
+    [
+      "a ban of an empty user",
+      { type: "MODERATE", seq: 1n, action: ModAction.ban("") },
+      /user must not be empty/,
+    ],
+    [
+      "a ban purge of 0 seconds",
+      { type: "MODERATE", seq: 1n, action: ModAction.ban("u", { topic: "t", seconds: 0n }) },
+      /at least 1/,
+    ],
+    [
+      "a delete in an invalid topic",
+      { type: "MODERATE", seq: 1n, action: ModAction.deleteComment("../x", 1n) },
+      /invalid topic/,
+    ],
+    [
+      "a RELAY_PUBLISH with an empty user",
+      {
+        type: "RELAY_PUBLISH",
+        seq: 1n,
+        topic: "t",
+        user: "",
+        priority: false,
+        payload: new Uint8Array(),
+      },
+      /user must not be empty/,
+    ],
+  ];
+  for (const [name, frame, message] of unencodable) {
+    test(`encoder rejects ${name}`, () => {
+      assert.throws(() => encodeFrame(frame), message);
+    });
+  }
+});
+
+describe("entry flags", () => {
+  const entry = (flags: number, payload: Uint8Array = new Uint8Array()): EventEntry => ({
+    offset: 10n,
+    timeUs: 0n,
+    flags,
+    publisher: "mod",
+    payload,
+  });
+
+  test("have the specification's bit values", () => {
+    assert.equal(EntryFlag.PRIORITY, 0x01);
+    assert.equal(EntryFlag.TOMBSTONE, 0x02);
+    assert.equal(EntryFlag.DELETED, 0x04);
+  });
+
+  test("helpers read their own bit only", () => {
+    const all = entry(0xff);
+    const none = entry(0xf8);
+    assert.equal(isPriority(all), true);
+    assert.equal(isTombstone(all), true);
+    assert.equal(isDeleted(all), true);
+    assert.equal(isPriority(none), false);
+    assert.equal(isTombstone(none), false);
+    assert.equal(isDeleted(none), false);
+  });
+
+  test("tombstone target is the payload's big-endian offset", () => {
+    const tombstone = entry(EntryFlag.TOMBSTONE, u64(0x0102_0304_0506_0708n));
+    assert.equal(tombstoneTarget(tombstone), 0x0102_0304_0506_0708n);
+  });
+
+  test("tombstone target reads a payload inside a larger buffer", () => {
+    const buffer = bytes(0xaa, u64(77n), 0xbb);
+    const tombstone = entry(EntryFlag.TOMBSTONE, buffer.subarray(1, 9));
+    assert.equal(tombstoneTarget(tombstone), 77n);
+  });
+
+  test("tombstone target is undefined for a comment", () => {
+    assert.equal(tombstoneTarget(entry(EntryFlag.PRIORITY, u64(5n))), undefined);
+  });
+
+  test("tombstone target is undefined for a payload that is not 8 bytes", () => {
+    assert.equal(tombstoneTarget(entry(EntryFlag.TOMBSTONE, new Uint8Array(7))), undefined);
+  });
+
+  test("survive an EVENTS round trip", () => {
+    const events: Frame = {
+      type: "EVENTS",
+      topic: "live",
+      stream: 1n,
+      events: [
+        { ...entry(EntryFlag.DELETED), offset: 3n },
+        { ...entry(EntryFlag.TOMBSTONE, u64(3n)), offset: 4n },
+      ],
+    };
+    const decoded = decodeFrame(encodeFrame(events));
+    assert.ok(decoded.type === "EVENTS");
+    assert.equal(isDeleted(decoded.events[0]!), true);
+    assert.equal(tombstoneTarget(decoded.events[1]!), 3n);
   });
 });

@@ -86,6 +86,16 @@ impl ConnectionWriter {
         self.shared.with_writer(FrameWriter::flush)
     }
 
+    /// Buffers `frame` without waiting for a reply. It is written by
+    /// [`ConnectionWriter::flush`], by [`ConnectionWriter::send`], or once 64 KiB are buffered.
+    /// Frames that carry a sequence number keep the one the caller gave them.
+    pub fn queue(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        self.shared.with_writer(|writer| {
+            writer.queue(frame);
+            writer.flush_if_full()
+        })
+    }
+
     /// Writes `frame` together with everything buffered before it.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ClientError> {
         self.shared.with_writer(|writer| {

@@ -4,7 +4,7 @@
  */
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -68,6 +68,19 @@ export interface BrokerOptions {
   listen?: string;
   /** WebSocket listen address, passed as `--ws-listen`; default: no WebSocket listener. */
   wsListen?: string;
+  /**
+   * TLS listeners on ephemeral loopback ports, one for chorus and one for WebSocket, with
+   * these PEM files; default: none.
+   */
+  tls?: BrokerTlsOptions;
+}
+
+/** PEM files of the broker's TLS listeners. */
+export interface BrokerTlsOptions {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** CAs that sign client certificates; when set, every TLS client must present one. */
+  readonly clientCaFile?: string;
 }
 
 /** A chorusd process listening on loopback. */
@@ -76,6 +89,10 @@ export class Broker {
   readonly port: number;
   /** `ws://` URL of the WebSocket listener, when one was asked for. */
   readonly wsUrl: string | undefined;
+  /** Port of the chorus TLS listener, when `tls` was given. */
+  tlsPort: number | undefined;
+  /** `wss://` URL of the WebSocket TLS listener, when `tls` was given. */
+  wssUrl: string | undefined;
   readonly dataDir: string;
   readonly #child: ChildProcess;
   readonly #log: string[];
@@ -94,6 +111,8 @@ export class Broker {
     this.#log = log;
     this.port = port;
     this.wsUrl = wsUrl;
+    this.tlsPort = undefined;
+    this.wssUrl = undefined;
     this.dataDir = options.dataDir;
     this.#options = options;
     this.#ownsDataDir = ownsDataDir;
@@ -124,6 +143,11 @@ export class Broker {
     if (options.wsListen !== undefined) {
       args.push("--ws-listen", options.wsListen);
     }
+    if (options.tls !== undefined) {
+      const configFile = join(dataDir, "chorusd-tls.toml");
+      writeFileSync(configFile, tlsConfig(options.tls));
+      args.push("--config", configFile);
+    }
     // The admin endpoint has a fixed default port, which brokers of parallel tests would share.
     if (hasFlag("--admin-listen")) {
       args.push("--admin-listen", "127.0.0.1:0");
@@ -149,7 +173,14 @@ export class Broker {
         : await waitForLog(child, log, /listening for WebSocket addr=(\S+)/);
     const port = Number(addr.slice(addr.lastIndexOf(":") + 1));
     const wsUrl = wsAddr === undefined ? undefined : `ws://${wsAddr}`;
-    return new Broker(child, log, port, wsUrl, options, ownsDataDir);
+    const broker = new Broker(child, log, port, wsUrl, options, ownsDataDir);
+    if (options.tls !== undefined) {
+      const tlsAddr = await waitForLog(child, log, /listening with TLS addr=(\S+)/);
+      broker.tlsPort = Number(tlsAddr.slice(tlsAddr.lastIndexOf(":") + 1));
+      const wssAddr = await waitForLog(child, log, /listening for WebSocket with TLS addr=(\S+)/);
+      broker.wssUrl = `wss://localhost:${wssAddr.slice(wssAddr.lastIndexOf(":") + 1)}`;
+    }
+    return broker;
   }
 
   /** Process id of the broker. */
@@ -165,7 +196,8 @@ export class Broker {
 
   /**
    * Stops this broker and starts a new one on the same port, data directory and WebSocket
-   * address. The new broker takes over removing the data directory.
+   * address. The new broker takes over removing the data directory. TLS listeners get new
+   * ports.
    */
   async restart(): Promise<Broker> {
     await this.stop();
@@ -205,6 +237,21 @@ export class Broker {
       rmSync(this.dataDir, { recursive: true, force: true });
     }
   }
+}
+
+/** Returns the configuration file text of TLS listeners on ephemeral loopback ports. */
+function tlsConfig(tls: BrokerTlsOptions): string {
+  const lines = [
+    "[tls]",
+    'listen = ["127.0.0.1:0"]',
+    'ws_listen = ["127.0.0.1:0"]',
+    `cert_file = ${JSON.stringify(tls.certFile)}`,
+    `key_file = ${JSON.stringify(tls.keyFile)}`,
+  ];
+  if (tls.clientCaFile !== undefined) {
+    lines.push(`client_ca_file = ${JSON.stringify(tls.clientCaFile)}`);
+  }
+  return `${lines.join("\n")}\n`;
 }
 
 /** Waits until a log line matches `pattern` and returns its first group. */

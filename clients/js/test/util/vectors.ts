@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 
 import {
   ErrorCode,
+  ModAction,
   StartAt,
   type ErrorCodeName,
   type EventEntry,
@@ -139,8 +140,59 @@ export function frameFromJson(json: Record<string, unknown>): Frame {
         topic: j["topic"],
         message: j["message"],
       };
+    case "MODERATE":
+      return { type: "MODERATE", seq: BigInt(j["seq"]), action: modActionFromJson(j) };
+    case "MODERATE_ACK":
+      return { type: "MODERATE_ACK", seq: BigInt(j["seq"]), code: codeFromJson(j["code"]) };
+    case "REACT":
+      return { type: "REACT", topic: j["topic"], kind: j["kind"], count: j["count"] };
+    case "CAP":
+      return { type: "CAP", topic: j["topic"], maxPerSec: j["max_per_sec"] };
+    case "SKIPPED":
+      return {
+        type: "SKIPPED",
+        topic: j["topic"],
+        count: BigInt(j["count"]),
+        through: BigInt(j["through"]),
+      };
+    case "AUDIENCE":
+      return {
+        type: "AUDIENCE",
+        entries: (j["entries"] as { topic: string; viewers: string }[]).map((entry) => ({
+          topic: entry.topic,
+          viewers: BigInt(entry.viewers),
+        })),
+      };
+    case "RELAY_PUBLISH":
+      return {
+        type: "RELAY_PUBLISH",
+        seq: BigInt(j["seq"]),
+        topic: j["topic"],
+        user: j["user"],
+        priority: j["priority"],
+        payload: fromHex(j["payload"]),
+      };
     default:
       throw new Error(`vector has unknown frame type ${String(j["type"])}`);
+  }
+}
+
+/** Converts MODERATE's wire fields `action, topic, offset, user, value` into an action. */
+function modActionFromJson(j: Record<string, any>): ModAction {
+  const topic = j["topic"] as string;
+  const user = j["user"] as string;
+  const value = BigInt(j["value"]);
+  switch (j["action"]) {
+    case 1:
+      return ModAction.deleteComment(topic, BigInt(j["offset"]));
+    case 2:
+      return topic === "" ? ModAction.ban(user) : ModAction.ban(user, { topic, seconds: value });
+    case 3:
+      return ModAction.unban(user);
+    case 4:
+      return ModAction.slowMode(topic, value);
+    default:
+      throw new Error(`vector has unknown MODERATE action ${String(j["action"])}`);
   }
 }
 

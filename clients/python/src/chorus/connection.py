@@ -380,8 +380,8 @@ class Connection:
     async def react(self, topic: str, kind: str, count: int = 1) -> None:
         """Send ``count`` reactions of ``kind`` (1 to 32 UTF-8 bytes, such as ``heart``).
 
-        The server sends no reply. It accepts a count above 1 only from relay sessions, and
-        rejects a larger count from any other session with ERROR FORBIDDEN for the topic.
+        The server sends no reply. It accepts a count above 1 only from relay sessions; any
+        other session gets ERROR FORBIDDEN and the server closes the connection.
         """
         await self._send(React(topic, kind, count))
 
