@@ -372,6 +372,22 @@ impl Session {
         }
     }
 
+    /// Returns whether the session may send MODERATE: without authentication every session
+    /// may; with it, an unexpired token with the moderator, admin or relay role.
+    pub(crate) fn may_moderate(&self, now_s: u64) -> bool {
+        match self {
+            Session::Open => true,
+            Session::Anonymous => false,
+            Session::Token(grant) => {
+                !grant.is_expired(now_s)
+                    && matches!(
+                        grant.role,
+                        TokenRole::Moderator | TokenRole::Admin | TokenRole::Relay
+                    )
+            }
+        }
+    }
+
     /// Returns whether the session's token has expired at `now_s`.
     pub(crate) fn is_expired(&self, now_s: u64) -> bool {
         match self {

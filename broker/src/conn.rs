@@ -82,6 +82,16 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Returns whether the connection is a relay session: with authentication, its token has
+    /// the `relay` role; without it, its HELLO carries a relay chain.
+    pub(crate) fn is_relay_session(&self) -> bool {
+        match &self.session {
+            Session::Open => crate::relay::loops::parse_chain(&self.client_name).is_some(),
+            Session::Anonymous => false,
+            Session::Token(_) => self.session.role() == Some(crate::auth::TokenRole::Relay),
+        }
+    }
+
     pub(crate) fn new(id: u64, transport: Transport, peer: SocketAddr, now: Instant) -> Conn {
         Conn {
             id,

@@ -32,11 +32,9 @@ pub(crate) use board::Audience;
 pub(crate) use companion::{is_companion, routing_name};
 pub use config::AudienceConfig;
 
-use crate::auth::{Session, TokenRole};
 use crate::config::{Config, Role};
 use crate::conn::Conn;
 use crate::metrics::ReactionDrop;
-use crate::relay::loops::CHAIN_PREFIX;
 use crate::worker::{Worker, FIRST_CONN};
 use companion::has_companions;
 use sums::{ReactionSums, Ticker, UpstreamLedger, ViewerCounts, ViewerLedger};
@@ -115,7 +113,7 @@ impl Worker {
         let Some(conn) = conn_at(&self.conns, token) else {
             return;
         };
-        let relay = is_relay_session(conn);
+        let relay = conn.is_relay_session();
         if react.count > 1 && !relay {
             debug!(conn = conn.id, topic = %react.topic, count = react.count, "REACT sum from a session that is not a relay rejected");
             let message = format!(
@@ -160,7 +158,7 @@ impl Worker {
         let Some(conn) = conn_at(&self.conns, token) else {
             return;
         };
-        if !is_relay_session(conn) {
+        if !conn.is_relay_session() {
             debug!(
                 conn = conn.id,
                 "AUDIENCE from a session that is not a relay rejected"
@@ -274,7 +272,7 @@ impl Worker {
                 let Some(sub) = conn.subs.get(topic_id) else {
                     continue;
                 };
-                if !is_relay_session(conn) {
+                if !conn.is_relay_session() {
                     name = Some(&sub.topic.name);
                     viewers += 1;
                 }
@@ -315,16 +313,4 @@ impl Worker {
 /// Returns the connection of `token`, if it is still open.
 fn conn_at(conns: &slab::Slab<Conn>, token: Token) -> Option<&Conn> {
     conns.get(token.0.checked_sub(FIRST_CONN)?)
-}
-
-/// Returns whether `conn` is a relay session. With authentication, that is a session whose
-/// token has the `relay` role, and without, one whose HELLO `client_name` carries a relay chain.
-pub(crate) fn is_relay_session(conn: &Conn) -> bool {
-    match &conn.session {
-        Session::Open => conn
-            .client_name
-            .split_whitespace()
-            .any(|word| word.starts_with(CHAIN_PREFIX)),
-        session => session.role() == Some(TokenRole::Relay),
-    }
 }

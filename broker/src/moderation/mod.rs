@@ -28,9 +28,7 @@ pub(crate) use publish::Comment;
 pub use state::ModerationError;
 pub(crate) use state::{Ban, Moderation};
 
-use crate::auth::{unix_now_s, Session, TokenRole};
-use crate::conn::Conn;
-use crate::relay::loops::parse_chain;
+use crate::auth::unix_now_s;
 use crate::worker::{Worker, FIRST_CONN};
 
 /// Result of a moderation action that was carried out.
@@ -45,29 +43,6 @@ pub(crate) enum Outcome {
     Unbanned { was_banned: bool },
     /// A topic's slow-mode interval was set; `changed` is false when it had that value.
     SlowMode { changed: bool },
-}
-
-/// Returns whether `session` may send MODERATE at `now_s`: moderators, admins and relays, or
-/// every session when authentication is off.
-fn may_moderate(session: &Session, now_s: u64) -> bool {
-    match session {
-        Session::Open => true,
-        Session::Anonymous => false,
-        Session::Token(_) => {
-            let allowed = [TokenRole::Moderator, TokenRole::Admin, TokenRole::Relay];
-            !session.is_expired(now_s) && session.role().is_some_and(|r| allowed.contains(&r))
-        }
-    }
-}
-
-/// Returns whether a connection is a relay session: with authentication, its token has the
-/// `relay` role; without it, its HELLO carries a relay chain.
-fn is_relay_session(conn: &Conn) -> bool {
-    match &conn.session {
-        Session::Open => parse_chain(&conn.client_name).is_some(),
-        Session::Anonymous => false,
-        Session::Token(_) => conn.session.role() == Some(TokenRole::Relay),
-    }
 }
 
 /// Returns the action's name and target, for logs.
@@ -99,7 +74,7 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        let code = if may_moderate(&conn.session, unix_now_s()) {
+        let code = if conn.session.may_moderate(unix_now_s()) {
             let actor = conn.session.publisher().to_owned();
             match self.moderate(&moderate.action, &actor, None) {
                 Ok(_) => ErrorCode::Ok,
@@ -131,7 +106,7 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if !is_relay_session(conn) {
+        if !conn.is_relay_session() {
             debug!(conn = conn.id, topic = %publish.topic, "RELAY_PUBLISH rejected: not a relay session");
             self.reject_publish(token, publish.seq, ErrorCode::Forbidden);
             return;

@@ -19,9 +19,7 @@ use mio::Token;
 use parking_lot::Mutex;
 use tracing::{debug, info};
 
-use super::loops::parse_chain;
-use crate::auth::{unix_now_s, Session, TokenRole};
-use crate::conn::Conn;
+use crate::auth::{unix_now_s, Session};
 use crate::server::{Shared, WorkerMsg};
 use crate::worker::Worker;
 
@@ -162,31 +160,6 @@ pub(crate) fn route_moderation(
     }
 }
 
-/// Returns whether a session may moderate: with authentication, moderators, admins and relays
-/// (which forward the MODERATE of their own moderators); without it, every session.
-fn may_moderate(session: &Session, now_s: u64) -> bool {
-    match session {
-        Session::Open => true,
-        Session::Anonymous => false,
-        Session::Token(_) => {
-            let role = session.role();
-            let allowed = [TokenRole::Moderator, TokenRole::Admin, TokenRole::Relay];
-            !session.is_expired(now_s) && role.is_some_and(|role| allowed.contains(&role))
-        }
-    }
-}
-
-/// Returns whether a connection is a relay session, the only kind that may send RELAY_PUBLISH.
-/// With authentication, that is one whose token has the `relay` role. Without it, that is one
-/// whose HELLO carries a relay chain.
-fn is_relay_session(conn: &Conn) -> bool {
-    match &conn.session {
-        Session::Open => parse_chain(&conn.client_name).is_some(),
-        Session::Anonymous => false,
-        Session::Token(_) => conn.session.role() == Some(TokenRole::Relay),
-    }
-}
-
 impl Worker {
     /// Handles MODERATE at a relay: checks that the session may moderate, then forwards it to
     /// the origins that carry it out. The MODERATE_ACK comes back as
@@ -196,7 +169,7 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if !may_moderate(&conn.session, now_s) {
+        if !conn.session.may_moderate(now_s) {
             debug!(
                 conn = conn.id,
                 user = conn.session.publisher(),
@@ -256,7 +229,7 @@ impl Worker {
         let Some(conn) = self.conn_mut(token) else {
             return;
         };
-        if !is_relay_session(conn) {
+        if !conn.is_relay_session() {
             debug!(
                 conn = conn.id,
                 topic = %publish.topic,
@@ -395,11 +368,11 @@ mod tests {
 
     #[test]
     fn anonymous_session_may_not_moderate() {
-        assert!(!may_moderate(&Session::Anonymous, 0));
+        assert!(!Session::Anonymous.may_moderate(0));
     }
 
     #[test]
     fn open_session_may_moderate() {
-        assert!(may_moderate(&Session::Open, 0));
+        assert!(Session::Open.may_moderate(0));
     }
 }
