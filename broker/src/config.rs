@@ -83,12 +83,20 @@ pub struct DeliveryConfig {
     /// out on the worker tick, which runs every 500 ms at most, so the interval is rounded up
     /// to the next tick.
     pub skip_notice_ms: u64,
+    /// Microseconds a topic's first uncommitted comment may wait for others before the batch
+    /// is committed, acknowledged and sent. 0 commits at the end of every pass of a worker's
+    /// event loop, which already gathers the comments that arrived together.
+    pub batch_window_us: u64,
 }
+
+/// Longest batching window accepted, in microseconds: every acknowledgement waits for it.
+pub const MAX_BATCH_WINDOW_US: u64 = 100_000;
 
 impl Default for DeliveryConfig {
     fn default() -> DeliveryConfig {
         DeliveryConfig {
             skip_notice_ms: 1000,
+            batch_window_us: 0,
         }
     }
 }
@@ -145,8 +153,8 @@ pub struct StorageConfig {
     /// Milliseconds between two retention checks of every topic.
     pub retention_check_interval_ms: u64,
     /// Maximum segment files open at once across all topics, each with a descriptor and a
-    /// memory map; lowered to a quarter of the soft open-file limit (`RLIMIT_NOFILE`) when that
-    /// is smaller. Segments beyond it open their files on demand.
+    /// memory map. chorusd lowers it to a quarter of the soft open-file limit (`RLIMIT_NOFILE`)
+    /// when that is smaller. Segments beyond it open their files on demand.
     pub max_open_files: usize,
     /// Milliseconds without an append or read after which a segment file is closed; the next
     /// use opens it again. 0 keeps files open until `max_open_files` needs them.
@@ -397,6 +405,12 @@ impl Config {
                 "delivery.skip_notice_ms must be above 0".into(),
             ));
         }
+        if self.delivery.batch_window_us > MAX_BATCH_WINDOW_US {
+            return Err(ConfigError::Invalid(format!(
+                "delivery.batch_window_us ({}) must be at most {MAX_BATCH_WINDOW_US}",
+                self.delivery.batch_window_us
+            )));
+        }
         self.storage.validate()?;
         self.admin.validate()?;
         self.auth.validate()?;
@@ -568,6 +582,13 @@ mod tests {
     fn zero_skip_notice_interval_is_invalid() {
         let mut config = Config::default();
         config.delivery.skip_notice_ms = 0;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn batch_window_above_maximum_is_invalid() {
+        let mut config = Config::default();
+        config.delivery.batch_window_us = MAX_BATCH_WINDOW_US + 1;
         assert!(config.validate().is_err());
     }
 

@@ -1,6 +1,8 @@
 //! Commits, acknowledgements, live fan-out and catch-up from the log.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chorus_protocol::event::EventsFrameBuilder;
 use chorus_protocol::{ErrorCode, Frame, PublishAck};
@@ -23,8 +25,33 @@ pub(crate) struct Committed {
 impl Worker {
     /// Commits every topic appended to in this iteration, hands its batches to the workers with
     /// subscribers, and answers the publishes that waited for the commit.
+    ///
+    /// With a batching window, a topic waits until its first acknowledgement has waited the
+    /// window, so that comments arriving close together share one batch; `batch_due` then
+    /// holds the earliest time a waiting topic is due.
     pub(crate) fn commit_dirty_topics(&mut self) {
-        let dirty: Vec<_> = self.dirty.drain().map(|(_, value)| value).collect();
+        let window = Duration::from_micros(self.shared.config.delivery.batch_window_us);
+        let dirty: Vec<_> = if window.is_zero() || self.shared.shutdown.load(Ordering::Acquire) {
+            self.batch_due = None;
+            self.dirty.drain().map(|(_, value)| value).collect()
+        } else {
+            let now = Instant::now();
+            let mut due_ids = Vec::new();
+            let mut next_due: Option<Instant> = None;
+            for (&id, (_, acks)) in &self.dirty {
+                let due = acks.first().map_or(now, |ack| ack.received + window);
+                if due <= now {
+                    due_ids.push(id);
+                } else {
+                    next_due = Some(next_due.map_or(due, |next| next.min(due)));
+                }
+            }
+            self.batch_due = next_due;
+            due_ids
+                .iter()
+                .filter_map(|id| self.dirty.remove(id))
+                .collect()
+        };
         for (topic, acks) in dirty {
             let committed = self.commit_topic(&topic);
             for ack in acks {

@@ -74,6 +74,8 @@ pub(crate) struct Worker {
     pub(crate) local_subs: HashMap<u64, HashSet<Token>>,
     /// Topics appended to in this iteration, with the acknowledgements waiting for them.
     pub(crate) dirty: HashMap<u64, (Arc<TopicState>, Vec<PendingAck>)>,
+    /// When the earliest topic held back by the batching window is due for its commit.
+    pub(crate) batch_due: Option<Instant>,
     /// Connections with new output to write.
     pub(crate) to_flush: HashSet<Token>,
     /// Connections with a subscription that is catching up from the log.
@@ -127,6 +129,7 @@ impl Worker {
             inbox: VecDeque::new(),
             local_subs: HashMap::default(),
             dirty: HashMap::default(),
+            batch_due: None,
             to_flush: HashSet::default(),
             catching_up: HashSet::default(),
             capped: HashSet::default(),
@@ -149,7 +152,10 @@ impl Worker {
             let timeout = if self.has_immediate_work() {
                 Duration::ZERO
             } else {
-                let deadline = next_tick.min(self.audience.next_due());
+                let mut deadline = next_tick.min(self.audience.next_due());
+                if let Some(due) = self.batch_due {
+                    deadline = deadline.min(due);
+                }
                 deadline.saturating_duration_since(Instant::now())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
