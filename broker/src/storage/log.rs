@@ -822,10 +822,10 @@ mod tests {
         log.append(&big).unwrap();
         log.commit().unwrap();
 
-        assert!(log.segments[0].open_file().unwrap().is_mapped());
         let mut got = Vec::new();
         log.read(0, 1, usize::MAX, |_, e| got.extend_from_slice(e))
             .unwrap();
+        assert!(log.segments[0].open_file().unwrap().is_mapped());
         assert_eq!(got, big.to_vec());
     }
 }

@@ -30,12 +30,13 @@
 //!    the file while a reader may still map it, which is fine on Linux: an unlinked file keeps
 //!    its pages until its last mapping and descriptor are gone.
 //!
-//! A segment whose file was closed opens it again on its next read or append, with a new
-//! mapping. Both mappings show the same page cache pages, and the file never shrank below the
-//! readable length in between (contract 2), so the new mapping shows the same readable bytes.
+//! The map is made at the first read of an open file, not when it opens. A segment whose file
+//! was closed opens it again on its next read or append, and maps it again on its next read.
+//! Both mappings show the same page cache pages, and the file never shrank below the readable
+//! length in between (contract 2), so the new mapping shows the same readable bytes.
 //!
 //! The active segment grows after it is mapped. Rather than remapping on every commit, the file
-//! maps the full segment size up front (address space only: the file is not extended, so its
+//! maps the full segment size at its first read (address space only: the file is not extended, so its
 //! length stays the true end of the data and recovery needs no special case). Writes through the
 //! file descriptor are visible through a shared mapping because both go through the page cache.
 //! A new mapping is needed only when a segment outgrows its mapping, which only a record larger
@@ -50,7 +51,8 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -58,22 +60,38 @@ use memmap2::{MmapOptions, MmapRaw};
 const PLAIN_WINDOW: usize = 256 * 1024;
 
 /// An open segment file, with a read-only memory map of it unless mapping is off or failed.
+///
+/// The map is made at the first read, not when the file opens, so that appends to a topic that
+/// no one reads, and files opened only to be flushed, cost no mapping.
 #[derive(Debug)]
 pub(super) struct SegmentFile {
     file: File,
-    map: Option<MmapRaw>,
+    path: PathBuf,
+    /// Minimum bytes to map at the first read, or `None` when reads use `pread`.
+    map_len: Option<u64>,
+    /// The map, once the first read made it; `None` inside when mapping failed.
+    map: OnceLock<Option<MmapRaw>>,
 }
 
 impl SegmentFile {
-    /// Wraps `file`. With `use_mmap`, maps `map_len` bytes of it, so that the file can grow
-    /// that far without a new mapping.
+    /// Wraps `file`. With `use_mmap`, the first read maps at least `map_len` bytes of it, so
+    /// that the file can grow that far without a new mapping.
     pub(super) fn new(file: File, path: &Path, map_len: u64, use_mmap: bool) -> SegmentFile {
-        let map = if use_mmap {
-            map_or_warn(&file, path, map_len)
-        } else {
-            None
-        };
-        SegmentFile { file, map }
+        SegmentFile {
+            file,
+            path: path.to_path_buf(),
+            map_len: use_mmap.then_some(map_len),
+            map: OnceLock::new(),
+        }
+    }
+
+    /// Returns the map for a read of a segment with `readable` committed bytes, mapping the
+    /// file at the first call. Returns `None` when reads use `pread`.
+    fn mapping(&self, readable: u64) -> Option<&MmapRaw> {
+        let map_len = self.map_len?;
+        self.map
+            .get_or_init(|| map_or_warn(&self.file, &self.path, map_len.max(readable)))
+            .as_ref()
     }
 
     /// Returns the file, for writes and syncs.
@@ -82,20 +100,22 @@ impl SegmentFile {
     }
 
     /// Returns whether every byte below `readable` can be read through this value: always for
-    /// positioned reads, and for a mapping at least `readable` bytes long.
+    /// positioned reads and before the first read, and for a map at least `readable` bytes long.
     pub(super) fn covers(&self, readable: u64) -> bool {
-        self.map
-            .as_ref()
-            .is_none_or(|map| map.len() as u64 >= readable)
+        match self.map.get() {
+            Some(Some(map)) => map.len() as u64 >= readable,
+            _ => true,
+        }
     }
 
-    /// Returns how many bytes a read should fetch when `remaining` readable bytes are left.
+    /// Returns how many bytes a read should fetch when `remaining` of the segment's `readable`
+    /// bytes are left.
     ///
     /// A mapped file returns everything because it copies nothing. A plain file caps the amount,
     /// so that one read does not allocate the size of a segment.
-    pub(super) fn window_len(&self, remaining: u64) -> usize {
+    pub(super) fn window_len(&self, remaining: u64, readable: u64) -> usize {
         let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
-        match self.map {
+        match self.mapping(readable) {
             Some(_) => remaining,
             None => remaining.min(PLAIN_WINDOW),
         }
@@ -121,7 +141,7 @@ impl SegmentFile {
             ));
         }
 
-        match &self.map {
+        match self.mapping(readable) {
             Some(map) => mapped_slice(map, pos, len),
             None => {
                 scratch.resize(len, 0);
@@ -131,10 +151,10 @@ impl SegmentFile {
         }
     }
 
-    /// Returns whether reads go through a memory map.
+    /// Returns whether reads went through a memory map; false before the first read.
     #[cfg(test)]
     pub(super) fn is_mapped(&self) -> bool {
-        self.map.is_some()
+        matches!(self.map.get(), Some(Some(_)))
     }
 }
 
@@ -189,7 +209,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File, std::path::PathBuf) {
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
         let mut file = File::options()
@@ -208,10 +228,14 @@ mod tests {
         for use_mmap in [true, false] {
             let (_dir, file, path) = file_with(b"0123456789");
             let segment = SegmentFile::new(file, &path, 4096, use_mmap);
-            assert_eq!(segment.is_mapped(), use_mmap);
+            assert!(
+                !segment.is_mapped(),
+                "nothing is mapped before the first read"
+            );
             let mut scratch = Vec::new();
             let bytes = segment.bytes(3, 4, 10, &mut scratch).unwrap();
             assert_eq!(bytes, b"3456");
+            assert_eq!(segment.is_mapped(), use_mmap);
         }
     }
 
@@ -230,8 +254,9 @@ mod tests {
     fn bytes_past_the_mapping_are_rejected() {
         let (_dir, file, path) = file_with(b"0123456789");
         let segment = SegmentFile::new(file, &path, 4, true);
-        assert!(!segment.covers(10));
         let mut scratch = Vec::new();
+        segment.bytes(0, 4, 4, &mut scratch).unwrap();
+        assert!(!segment.covers(10));
         let error = segment.bytes(2, 4, 10, &mut scratch).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }

@@ -55,9 +55,9 @@
 //! # Open files
 //!
 //! Segments do not keep their files open. Every read, append and sync takes the file from a
-//! cache shared by all topics of the [`DataDir`], which keeps at most
-//! [`FileCacheConfig::max_open_files`] open (lowered to a quarter of the soft `RLIMIT_NOFILE`),
-//! closes the least recently used one first, and closes files unused for
+//! cache shared by all topics of the [`DataDir`]. The cache keeps at most
+//! [`FileCacheConfig::max_open_files`] open, lowered to a quarter of the soft `RLIMIT_NOFILE`.
+//! It closes the least recently used file first, and files unused for
 //! [`FileCacheConfig::idle_close`]. A closed file opens again on its next use.
 //!
 //! # Retention

@@ -324,7 +324,7 @@ impl Segment {
         let mut need = 0usize;
         while pos < end {
             let remaining = end - pos;
-            let want = file.window_len(remaining).max(need);
+            let want = file.window_len(remaining, end).max(need);
             let window = file
                 .bytes(pos, want, end, &mut scratch)
                 .map_err(StorageError::io("read", &self.path))?;
