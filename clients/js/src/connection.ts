@@ -238,8 +238,8 @@ export class Connection {
   /**
    * Sends `count` reactions of one kind, such as `heart`, to `topic`. The server sends no reply;
    * it adds the reactions up and publishes the sums to the topic `_reactions/<topic>`. Only
-   * relay sessions may send a count above 1. From other sessions the server rejects it with an
-   * ERROR FORBIDDEN about the topic, which also ends this connection's subscription to it.
+   * relay sessions may send a count above 1; any other session gets ERROR FORBIDDEN and the
+   * server closes the connection.
    *
    * Rejects with a `RangeError` for an invalid topic, a kind that is empty or longer than 32
    * bytes of UTF-8, or a count outside 1 to 2^32 - 1.

@@ -101,7 +101,11 @@ function secureWebSocketTransport(
           "such as WebSocket from ws",
       );
     }
-    const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
+    const parsed = new URL(url);
+    if (parsed.protocol !== "wss:") {
+      throw new ChorusTlsError(url, "setup", "the tls option needs a wss:// URL");
+    }
+    const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
     const tlsOptions = await tlsConnectOptions(tls, host, url, undefined, options.logger);
     const Base = options.WebSocket as unknown as WebSocketWithOptions;
     let tlsError: ChorusTlsError | undefined;

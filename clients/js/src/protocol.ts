@@ -258,7 +258,10 @@ export const ModAction = {
     ),
   /** Lifts the ban of `user`. */
   unban: (user: string): ModAction => Object.freeze({ kind: "unban", user }),
-  /** Sets slow mode on `topic`: at most one comment per user every `intervalMs` milliseconds. */
+  /**
+   * Sets slow mode on `topic`: at most one comment per user every `intervalMs` milliseconds.
+   * An interval of 0 turns slow mode off.
+   */
   slowMode: (topic: string, intervalMs: bigint): ModAction =>
     Object.freeze({ kind: "slowMode", topic, intervalMs }),
 };
@@ -266,7 +269,7 @@ export const ModAction = {
 /** Wire value of each moderation action. */
 const MOD_ACTIONS = { deleteComment: 1, ban: 2, unban: 3, slowMode: 4 } as const;
 
-/** MODERATE: requests a moderation action; the server answers with one MODERATE_ACK. */
+/** MODERATE: requests a moderation action; the server replies with one MODERATE_ACK. */
 export interface Moderate {
   readonly type: "MODERATE";
   /** Number chosen by the client and echoed in the MODERATE_ACK. */

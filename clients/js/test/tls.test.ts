@@ -295,6 +295,17 @@ describe("TLS against chorusd", { skip }, () => {
     await connection.close();
   });
 
+  test("TLS options with a ws:// URL fail clearly", async () => {
+    const url = broker.wssUrl!.replace("wss://", "ws://");
+    const options = { WebSocket: NodeWebSocket, tls: verified.tls! };
+
+    const error = await connectError(connectWebSocket(url, options));
+
+    assert.ok(error instanceof ChorusTlsError, String(error));
+    assert.equal(error.failure, "setup");
+    assert.match(error.message, /needs a wss:\/\/ URL/);
+  });
+
   test("wss TLS options without a WebSocket class fail clearly", async () => {
     const error = await connectError(connectWebSocket(broker.wssUrl!, { tls: verified.tls! }));
 
