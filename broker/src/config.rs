@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::AdminConfig;
 pub use crate::audience::AudienceConfig;
 pub use crate::auth::AuthConfig;
+use crate::compress::CompressionConfig;
 pub use crate::moderation::ModerationConfig;
 pub use crate::relay::config::{ClusterConfig, RelayConfig, RelayTlsConfig, Role};
 use crate::storage::{FileCacheConfig, FsyncPolicy, LogConfig, TopicPattern};
@@ -51,6 +52,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Viewer counts and reactions.
     pub audience: AudienceConfig,
+    /// zstd compression of batches sent to relays below this node.
+    pub compression: CompressionConfig,
 }
 
 /// WebSocket listener settings. The listener carries the same protocol frames as the TCP
@@ -118,6 +121,10 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     /// Largest EVENTS batch the broker builds, in bytes.
     pub max_batch_bytes: usize,
+    /// Bytes of batches that may wait in one worker's queue from the other workers and the
+    /// relay links. Batches beyond it are not queued; that worker's subscribers of the topic
+    /// see the gap and catch up from the log or the relay's cache.
+    pub worker_queue_bytes: usize,
     /// Milliseconds a new connection has to send its preamble and HELLO.
     pub hello_timeout_ms: u64,
     /// Milliseconds without a complete frame after which a connection is closed; the broker
@@ -239,6 +246,7 @@ impl Default for Config {
             moderation: ModerationConfig::default(),
             delivery: DeliveryConfig::default(),
             audience: AudienceConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -252,6 +260,7 @@ impl Default for Limits {
             max_subscriptions: 1024,
             outbound_queue_bytes: 1024 * 1024,
             max_batch_bytes: 256 * 1024,
+            worker_queue_bytes: 64 * 1024 * 1024,
             hello_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
         }
@@ -388,6 +397,12 @@ impl Config {
                 limits.max_batch_bytes, limits.max_frame
             )));
         }
+        if limits.worker_queue_bytes < limits.max_batch_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.worker_queue_bytes ({}) must be at least limits.max_batch_bytes ({})",
+                limits.worker_queue_bytes, limits.max_batch_bytes
+            )));
+        }
         if limits.outbound_queue_bytes < limits.max_batch_bytes {
             return Err(ConfigError::Invalid(format!(
                 "limits.outbound_queue_bytes ({}) must be at least limits.max_batch_bytes ({})",
@@ -416,6 +431,7 @@ impl Config {
         self.auth.validate()?;
         self.moderation.validate()?;
         self.audience.validate()?;
+        self.compression.validate()?;
         self.validate_tree()?;
         Ok(())
     }

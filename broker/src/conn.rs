@@ -79,6 +79,8 @@ pub(crate) struct Conn {
     pub(crate) write_shut: bool,
     /// What the connection may do, set by its HELLO.
     pub(crate) session: Session,
+    /// HELLO features granted in the WELCOME, bits of `chorus_protocol::frame::features`.
+    pub(crate) features: u32,
 }
 
 impl Conn {
@@ -110,6 +112,7 @@ impl Conn {
             write_shut: false,
             client_name: String::new(),
             session: Session::Open,
+            features: 0,
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_protocol::event::EventsFrameBuilder;
+use chorus_protocol::frame::features;
 use chorus_protocol::{ErrorCode, Frame, PublishAck};
 use mio::Token;
 use tracing::error;
@@ -12,7 +13,6 @@ use tracing::error;
 use crate::capped::{offer_sampled, sample_cached, SampleCache, MAX_CAPPED_READS_PER_TURN};
 use crate::conn::{Conn, Delivery};
 use crate::moderation::push_entry;
-use crate::server::WorkerMsg;
 use crate::topics::{Batch, TopicInner, TopicState};
 use crate::worker::{PendingAck, Worker, FIRST_CONN};
 
@@ -103,12 +103,8 @@ impl Worker {
             for batch in &ready {
                 if worker == self.index {
                     self.inbox.push_back((topic.clone(), batch.clone()));
-                } else {
-                    let message = WorkerMsg::Batch {
-                        topic: topic.clone(),
-                        batch: batch.clone(),
-                    };
-                    self.shared.workers[worker].send(message);
+                } else if !self.shared.workers[worker].send_batch(topic.clone(), batch.clone()) {
+                    self.metrics().worker_batches_dropped.add(1);
                 }
             }
             if worker != self.index {
@@ -148,6 +144,7 @@ impl Worker {
     /// Queues each received batch for the local subscribers that are live and due for it.
     pub(crate) fn deliver_inbox(&mut self) {
         let limit = self.limits.outbound_queue_bytes;
+        let zstd_level = self.shared.config.compression.zstd_level;
         let mut samples = SampleCache::default();
         while let Some((topic, batch)) = self.inbox.pop_front() {
             let Some(tokens) = self.local_subs.get(&topic.id) else {
@@ -160,7 +157,7 @@ impl Worker {
                 let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
                     continue;
                 };
-                match offer_batch(conn, topic.id, &batch, limit, &mut samples) {
+                match offer_batch(conn, topic.id, &batch, limit, zstd_level, &mut samples) {
                     Offer::Queued => {
                         self.to_flush.insert(token);
                         queued += 1;
@@ -182,6 +179,30 @@ impl Worker {
             self.record_delivery(&batch, queued, behind);
             self.record_sampled(sampled_kept, sampled_skipped);
         }
+    }
+
+    /// Moves every live subscription of `topic` on this worker to catch-up, because a batch of
+    /// the topic did not fit this worker's queue. The batch is committed, so catch-up reads it
+    /// from the log, or from the cache at a relay.
+    pub(crate) fn on_missed_batch(&mut self, topic: &Arc<TopicState>) {
+        let Some(tokens) = self.local_subs.get(&topic.id) else {
+            return;
+        };
+        let mut switched = 0;
+        for &token in tokens {
+            let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONN) else {
+                continue;
+            };
+            let Some(sub) = conn.subs.get_mut(&topic.id) else {
+                continue;
+            };
+            if sub.delivery != Delivery::CatchUp {
+                sub.delivery = Delivery::CatchUp;
+                self.catching_up.insert(token);
+                switched += 1;
+            }
+        }
+        self.metrics().slow_consumer_switches.add(switched);
     }
 
     /// Counts the comments that capped subscriptions were given and left out.
@@ -268,6 +289,7 @@ fn offer_batch(
     topic_id: u64,
     batch: &Batch,
     limit: usize,
+    zstd_level: i32,
     samples: &mut SampleCache,
 ) -> Offer {
     if conn.phase == crate::conn::Phase::Closing {
@@ -301,7 +323,13 @@ fn offer_batch(
         sub.delivery = Delivery::CatchUp;
         return Offer::Behind;
     }
-    conn.out.push(batch.frame.clone());
+    // Only live batches go compressed; catch-up frames read from the log or cache stay plain.
+    if conn.features & features::ZSTD_EVENTS != 0 && zstd_level > 0 {
+        conn.out
+            .push(batch.compressed.frame_for_zstd(&batch.frame, zstd_level));
+    } else {
+        conn.out.push(batch.frame.clone());
+    }
     sub.next = batch.end;
     Offer::Queued
 }

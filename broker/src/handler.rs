@@ -131,12 +131,18 @@ impl Worker {
             self.fail_conn(token, ErrorCode::FrameTooLarge, message);
             return;
         }
+        let features = self
+            .shared
+            .config
+            .compression
+            .granted_features(hello.features);
         let welcome = Frame::Welcome(Welcome {
             version: VERSION,
             max_frame: limits.max_frame,
             server_name: format!("chorusd {}", env!("CARGO_PKG_VERSION")),
             max_payload: limits.max_payload,
             idle_timeout_ms: u32::try_from(limits.idle_timeout_ms).unwrap_or(u32::MAX),
+            features,
         });
         let session = match self.open_session(&hello.token) {
             Ok(session) => session,
@@ -166,6 +172,7 @@ impl Worker {
             "session opened"
         );
         conn.client_name = hello.client_name;
+        conn.features = features;
         self.send(token, &welcome);
     }
 

@@ -12,6 +12,7 @@ mod audience;
 pub mod auth;
 mod capped;
 pub mod cli;
+pub mod compress;
 pub mod config;
 mod conn;
 mod delivery;

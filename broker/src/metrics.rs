@@ -76,6 +76,8 @@ pub(crate) struct WorkerMetrics {
     pub(crate) slow_consumer_switches: LocalCounter,
     /// Comments that capped subscriptions left out, counted once per subscriber.
     pub(crate) comments_skipped: LocalCounter,
+    /// Batches not queued to another worker because its queue was full.
+    pub(crate) worker_batches_dropped: LocalCounter,
     /// Connections accepted.
     pub(crate) connections_accepted: LocalCounter,
     /// ERROR frames and rejecting acknowledgements sent, indexed by error code.
@@ -144,6 +146,7 @@ pub(crate) struct Totals {
     pub(crate) catch_up_deliveries: u64,
     pub(crate) slow_consumer_switches: u64,
     pub(crate) comments_skipped: u64,
+    pub(crate) worker_batches_dropped: u64,
     pub(crate) connections_accepted: u64,
     pub(crate) errors: [u64; ERROR_SLOTS],
     pub(crate) publish_ack: HistogramTotals,
@@ -182,6 +185,7 @@ impl Metrics {
             totals.catch_up_deliveries += worker.catch_up_deliveries.get();
             totals.slow_consumer_switches += worker.slow_consumer_switches.get();
             totals.comments_skipped += worker.comments_skipped.get();
+            totals.worker_batches_dropped += worker.worker_batches_dropped.get();
             totals.connections_accepted += worker.connections_accepted.get();
             for (total, counter) in totals.errors.iter_mut().zip(&worker.errors) {
                 *total += counter.get();
@@ -355,6 +359,13 @@ impl Collector for BrokerCollector {
             "Comments that capped subscriptions left out, counted once per subscriber",
             totals.comments_skipped,
         )?;
+        counter(
+            &mut encoder,
+            "chorus_worker_batches_dropped",
+            "Batches not queued to a worker whose queue held limits.worker_queue_bytes; its \
+             subscribers caught up from the log or the cache instead",
+            totals.worker_batches_dropped,
+        )?;
         gauge(
             &mut encoder,
             "chorus_catch_up_subscriptions",
@@ -393,6 +404,7 @@ impl Collector for BrokerCollector {
             self.shared.registry.quarantined_segments(),
         )?;
         encode_reactions(&mut encoder, &totals)?;
+        crate::relay::status::encode_link_metrics(&mut encoder, &self.shared)?;
         encode_errors(&mut encoder, &totals)
     }
 }

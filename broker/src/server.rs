@@ -38,6 +38,9 @@ pub(crate) enum WorkerMsg {
         topic: Arc<TopicState>,
         batch: Batch,
     },
+    /// A committed batch of the topic did not fit the receiving worker's queue; its
+    /// subscribers of the topic catch up from the log or the cache.
+    MissedBatch { topic: Arc<TopicState> },
     /// A request from the admin endpoint, answered on the channel it carries.
     Admin(AdminRequest),
     /// A relay topic's upstream SUBSCRIBED arrived: subscriptions waiting for it can complete,
@@ -71,9 +74,62 @@ pub(crate) struct WorkerHandle {
     tx: Mutex<Sender<WorkerMsg>>,
     waker: Waker,
     woken: AtomicBool,
+    /// Bytes of batch frames in the worker's channel, bounded by `limits.worker_queue_bytes`.
+    batch_budget: ByteBudget,
+}
+
+/// A count of bytes in flight, bounded by a maximum that a single item may exceed only when
+/// nothing else is in flight.
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(max: usize) -> ByteBudget {
+        ByteBudget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Reserves `len` bytes and returns true, unless that would pass the maximum while other
+    /// bytes are in flight.
+    pub(crate) fn try_reserve(&self, len: usize) -> bool {
+        let before = self.used.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max {
+            self.used.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Returns `len` reserved bytes.
+    pub(crate) fn release(&self, len: usize) {
+        self.used.fetch_sub(len, Ordering::AcqRel);
+    }
 }
 
 impl WorkerHandle {
+    /// Queues a batch for the worker unless its channel already holds `limits.worker_queue_bytes`
+    /// of batches, and returns whether it was queued. In place of a batch that does not fit,
+    /// the worker gets [`WorkerMsg::MissedBatch`], which moves its subscribers of the topic to
+    /// catch-up from the log or the cache. A batch always fits an empty channel.
+    pub(crate) fn send_batch(&self, topic: Arc<TopicState>, batch: Batch) -> bool {
+        if !self.batch_budget.try_reserve(batch.frame.len()) {
+            self.send(WorkerMsg::MissedBatch { topic });
+            return false;
+        }
+        self.send(WorkerMsg::Batch { topic, batch });
+        true
+    }
+
+    /// Records that the worker took a batch of `len` bytes from its channel.
+    pub(crate) fn batch_taken(&self, len: usize) {
+        self.batch_budget.release(len);
+    }
+
     pub(crate) fn send(&self, message: WorkerMsg) {
         // The receiver lives as long as the worker; a send to a stopped worker is dropped,
         // which only happens during shutdown.
@@ -274,6 +330,7 @@ impl Server {
                 tx: Mutex::new(tx),
                 waker,
                 woken: AtomicBool::new(false),
+                batch_budget: ByteBudget::new(config.limits.worker_queue_bytes),
             });
             polls.push(poll);
             receivers.push(rx);
@@ -450,4 +507,40 @@ fn bind_reuseport(
         sockets.push(socket.into());
     }
     Ok((bound, sockets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteBudget;
+
+    #[test]
+    fn budget_rejects_bytes_past_maximum() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.try_reserve(60));
+        assert!(!budget.try_reserve(60));
+    }
+
+    #[test]
+    fn budget_accepts_again_after_release() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.try_reserve(60));
+        assert!(!budget.try_reserve(60));
+        budget.release(60);
+        assert!(budget.try_reserve(60));
+    }
+
+    #[test]
+    fn budget_accepts_oversized_item_when_empty() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.try_reserve(500));
+        assert!(!budget.try_reserve(1));
+    }
+
+    #[test]
+    fn budget_fills_exactly_to_maximum() {
+        let budget = ByteBudget::new(100);
+        assert!(budget.try_reserve(40));
+        assert!(budget.try_reserve(60));
+        assert!(!budget.try_reserve(1));
+    }
 }

@@ -10,6 +10,7 @@ use chorus_protocol::event::{encode_entry, EventsFrameBuilder};
 use chorus_protocol::Topic;
 use parking_lot::{Mutex, RwLock};
 
+use crate::compress::CompressedCopy;
 use crate::config::{Config, Role};
 use crate::moderation::TopicPublishers;
 use crate::relay::RelayTopic;
@@ -32,6 +33,9 @@ pub(crate) struct Batch {
     pub(crate) appended: Instant,
     /// Stream id the frame carries.
     pub(crate) stream: u64,
+    /// The EVENTS_ZSTD copy of `frame`, made when a connection that negotiated it first needs
+    /// it and shared by every clone.
+    pub(crate) compressed: CompressedCopy,
 }
 
 /// One topic, as seen by every worker.
@@ -179,6 +183,7 @@ impl TopicInner {
                     frame: pending.finish(),
                     appended: self.pending_since,
                     stream,
+                    compressed: CompressedCopy::default(),
                 });
             }
         }

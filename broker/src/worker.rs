@@ -463,7 +463,11 @@ impl Worker {
     fn drain_channel(&mut self) {
         while let Ok(message) = self.rx.try_recv() {
             match message {
-                WorkerMsg::Batch { topic, batch } => self.inbox.push_back((topic, batch)),
+                WorkerMsg::Batch { topic, batch } => {
+                    self.shared.workers[self.index].batch_taken(batch.frame.len());
+                    self.inbox.push_back((topic, batch));
+                }
+                WorkerMsg::MissedBatch { topic } => self.on_missed_batch(&topic),
                 WorkerMsg::Admin(request) => self.on_admin(request),
                 WorkerMsg::UpstreamSubscribed { topic } => self.on_upstream_subscribed(&topic),
                 WorkerMsg::UpstreamError {

@@ -116,7 +116,7 @@ fn unknown_frame_type_is_rejected() {
     let dir = TestDir::new();
     let (broker, mut good) = start(&dir, &[]);
 
-    for frame_type in [0x00, kind::RELAY_PUBLISH + 1, 0xff] {
+    for frame_type in [0x00, kind::EVENTS_ZSTD + 1, 0xff] {
         let mut attacker = ready_conn(&broker);
         attacker.send(&raw_frame(frame_type, &[]));
         attacker.expect_close_error(ErrorCode::UnknownFrameType);
@@ -258,6 +258,7 @@ fn server_frames_from_client_are_unexpected() {
         server_name: "not a server".to_owned(),
         max_payload: 1024,
         idle_timeout_ms: 0,
+        features: 0,
     };
     let subscribed = Subscribed {
         topic: topic.clone(),

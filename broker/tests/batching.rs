@@ -1,13 +1,16 @@
-//! The batching window (`delivery.batch_window_us`) with real chorusd processes on loopback:
-//! comments from different publishers that arrive within the window share one EVENTS frame,
-//! and every publish is still acknowledged with its own offset.
+//! Batches between publishers and workers, with real chorusd processes on loopback. Comments
+//! from different publishers that arrive within the batching window (`delivery.batch_window_us`)
+//! share one EVENTS frame, and every publish is still acknowledged with its own offset. Batches
+//! that do not fit a worker's queue (`limits.worker_queue_bytes`) reach its subscribers through
+//! catch-up from the log instead, exactly once and in order.
 
 mod util;
 
+use std::thread;
 use std::time::{Duration, Instant};
 
 use chorus_client::{Frame, StartAt};
-use util::client::{connect, topic};
+use util::client::{assert_in_order, collect_events, connect, publish_pipelined, topic};
 use util::{Broker, TestDir};
 
 /// The longest window the configuration accepts, so that two publishes sent one right after the
@@ -75,4 +78,38 @@ fn window_of_zero_still_acknowledges_every_publish() {
     let (counts, offsets) = publish_from_three(&broker);
     assert_eq!(counts.iter().sum::<usize>(), 3, "comments delivered");
     assert_eq!(offsets, vec![0, 1, 2], "acknowledged offsets");
+}
+
+/// Comments published in the worker-queue test.
+const FLOOD: usize = 20_000;
+
+#[test]
+fn full_worker_queue_loses_no_comment() {
+    let dir = TestDir::new();
+    // The smallest queue the configuration accepts: one batch of at most 4 KiB.
+    let config = dir
+        .write_config("workers = 2\n[limits]\nmax_batch_bytes = 4096\nworker_queue_bytes = 4096\n");
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let name = topic("batching/flood");
+
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let mut subscriber = connect(&broker.addr_string());
+            subscriber.subscribe(&name, StartAt::Latest, 0).unwrap();
+            let name = name.clone();
+            thread::spawn(move || collect_events(&mut subscriber, &name, FLOOD))
+        })
+        .collect();
+    let payloads: Vec<Vec<u8>> = (0..FLOOD)
+        .map(|i| format!("flood comment {i}").into_bytes())
+        .collect();
+    let mut publisher = connect(&broker.addr_string());
+    publish_pipelined(&mut publisher, &name, &payloads);
+
+    for reader in readers {
+        let events = reader.join().expect("subscriber thread panicked");
+        assert_in_order(&events, 0, |offset| {
+            format!("flood comment {offset}").into_bytes()
+        });
+    }
 }

@@ -467,6 +467,7 @@ fn accept_and_drop_at_moderate(listener: &TcpListener) {
         server_name: "test upstream".into(),
         max_payload: 64 * 1024,
         idle_timeout_ms: 0,
+        features: 0,
     });
     socket.write_all(&preamble()).unwrap();
     socket.write_all(&welcome.to_bytes()).unwrap();

@@ -81,6 +81,7 @@ fn open_session(stream: &mut impl ReadWrite) -> std::io::Result<()> {
         max_frame: DEFAULT_MAX_FRAME,
         client_name: "tls-test".into(),
         token: String::new(),
+        features: 0,
     });
     stream.write_all(&hello.to_bytes())?;
     stream.flush()?;
@@ -405,6 +406,7 @@ fn wss_carries_the_protocol() {
         max_frame: DEFAULT_MAX_FRAME,
         client_name: "wss-test".into(),
         token: String::new(),
+        features: 0,
     });
     ws.send(Message::Binary(hello.to_bytes())).unwrap();
     let publish = Frame::Publish(Publish {

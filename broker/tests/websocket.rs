@@ -84,6 +84,7 @@ fn handshake(ws: &mut Ws) {
             max_frame: DEFAULT_MAX_FRAME,
             client_name: "websocket-test".into(),
             token: String::new(),
+            features: 0,
         }),
     );
     let preamble = recv_binary(ws);

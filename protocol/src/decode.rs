@@ -2,6 +2,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::compressed::EventsZstd;
 use crate::error::{DecodeError, ErrorCode};
 use crate::event::Events;
 use crate::frame::{
@@ -10,7 +11,7 @@ use crate::frame::{
     Welcome,
 };
 use crate::topic::Topic;
-use crate::{HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
+use crate::{DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
 
 /// Decodes frames from a buffer that the caller fills with whatever the transport delivers.
 ///
@@ -55,7 +56,7 @@ impl Decoder {
             return Ok(None);
         }
         let frame = buf.split_to(total).freeze();
-        decode_frame(frame).map(Some)
+        decode_frame_with_max(frame, self.max_frame).map(Some)
     }
 }
 
@@ -79,11 +80,18 @@ pub fn decode_preamble(buf: &mut BytesMut) -> Result<Option<u16>, DecodeError> {
     Ok(Some(version))
 }
 
+/// Decodes one complete frame, header included, with a maximum frame body of
+/// [`DEFAULT_MAX_FRAME`]; see [`decode_frame_with_max`].
+pub fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
+    decode_frame_with_max(frame, DEFAULT_MAX_FRAME)
+}
+
 /// Decodes one complete frame, header included.
 ///
 /// `frame` must be exactly one frame long; the decoder guarantees this by splitting on the
-/// length field.
-pub fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
+/// length field. `max_frame` bounds the decompressed entries of EVENTS_ZSTD: a larger
+/// `raw_len` is [`DecodeError::FrameTooLarge`].
+pub fn decode_frame_with_max(frame: Bytes, max_frame: u32) -> Result<Frame, DecodeError> {
     if frame.len() < HEADER_LEN {
         return Err(DecodeError::Malformed("frame is shorter than its header"));
     }
@@ -109,16 +117,17 @@ pub fn decode_frame(frame: Bytes) -> Result<Frame, DecodeError> {
         return Err(DecodeError::Malformed("reserved header bytes are not zero"));
     }
     let body = Reader(frame.slice(HEADER_LEN..));
-    decode_body(frame_kind, body)
+    decode_body(frame_kind, body, max_frame)
 }
 
-fn decode_body(frame_kind: u8, mut r: Reader) -> Result<Frame, DecodeError> {
+fn decode_body(frame_kind: u8, mut r: Reader, max_frame: u32) -> Result<Frame, DecodeError> {
     let frame = match frame_kind {
         kind::HELLO => Frame::Hello(Hello {
             version: r.u16("HELLO version")?,
             max_frame: r.u32("HELLO max_frame")?,
             client_name: r.str8("HELLO client_name")?,
             token: r.str16("HELLO token")?,
+            features: r.optional_u32("HELLO features")?,
         }),
         kind::WELCOME => Frame::Welcome(Welcome {
             version: r.u16("WELCOME version")?,
@@ -126,6 +135,7 @@ fn decode_body(frame_kind: u8, mut r: Reader) -> Result<Frame, DecodeError> {
             server_name: r.str8("WELCOME server_name")?,
             max_payload: r.u32("WELCOME max_payload")?,
             idle_timeout_ms: r.u32("WELCOME idle_timeout_ms")?,
+            features: r.optional_u32("WELCOME features")?,
         }),
         kind::SUBSCRIBE => {
             let topic = r.topic("SUBSCRIBE topic")?;
@@ -243,6 +253,11 @@ fn decode_body(frame_kind: u8, mut r: Reader) -> Result<Frame, DecodeError> {
                 payload,
             })
         }
+        kind::EVENTS_ZSTD => {
+            let topic = r.topic("EVENTS_ZSTD topic")?;
+            let rest = std::mem::take(&mut r.0);
+            Frame::EventsZstd(EventsZstd::decode_body(topic, rest, max_frame)?)
+        }
         other => return Err(DecodeError::UnknownFrameType(other)),
     };
     if r.0.has_remaining() {
@@ -285,6 +300,14 @@ impl Reader {
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         self.need(4, field)?;
         Ok(self.0.get_u32())
+    }
+
+    /// Reads a trailing u32 that older peers leave out: 0 when the body has ended.
+    fn optional_u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        if !self.0.has_remaining() {
+            return Ok(0);
+        }
+        self.u32(field)
     }
 
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {

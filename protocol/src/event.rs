@@ -126,6 +126,11 @@ impl Events {
         dst.put_slice(&self.entries);
     }
 
+    /// Returns the encoded entries, back to back.
+    pub(crate) fn entries(&self) -> &Bytes {
+        &self.entries
+    }
+
     /// Decodes an EVENTS body, validating every entry so that iteration cannot fail.
     pub(crate) fn decode_body(mut body: Bytes, topic: Topic) -> Result<Events, DecodeError> {
         if body.remaining() < 8 + 4 {
@@ -133,7 +138,17 @@ impl Events {
         }
         let stream = body.get_u64();
         let count = body.get_u32();
+        Events::from_entries(topic, stream, count, body)
+    }
 
+    /// Builds a batch from `count` encoded entries, checking that `body` holds exactly that
+    /// many well-formed entries in strictly increasing offset order.
+    pub(crate) fn from_entries(
+        topic: Topic,
+        stream: u64,
+        count: u32,
+        body: Bytes,
+    ) -> Result<Events, DecodeError> {
         let mut rest = body.clone();
         let mut previous: Option<u64> = None;
         for _ in 0..count {

@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::compressed::EventsZstd;
 use crate::error::ErrorCode;
 use crate::event::Events;
 use crate::topic::Topic;
@@ -45,6 +46,17 @@ pub mod kind {
     pub const AUDIENCE: u8 = 0x11;
     /// RELAY_PUBLISH: relay to upstream, a publish on behalf of a verified user.
     pub const RELAY_PUBLISH: u8 = 0x12;
+    /// EVENTS_ZSTD: server to client, an EVENTS batch whose entries are compressed with zstd.
+    /// Sent only on connections that negotiated [`super::features::ZSTD_EVENTS`].
+    pub const EVENTS_ZSTD: u8 = 0x13;
+}
+
+/// Bits of the `features` field of HELLO and WELCOME.
+pub mod features {
+    /// The client accepts EVENTS_ZSTD frames; in WELCOME, the server may send them.
+    pub const ZSTD_EVENTS: u32 = 0x1;
+    /// Every bit defined so far. A server sets only bits it supports, so it ignores the others.
+    pub const KNOWN: u32 = ZSTD_EVENTS;
 }
 
 /// One decoded frame.
@@ -87,6 +99,8 @@ pub enum Frame {
     Audience(Vec<AudienceEntry>),
     /// Publishes on behalf of a user that a relay verified.
     RelayPublish(RelayPublish),
+    /// Delivers a batch of comments whose entries are compressed with zstd.
+    EventsZstd(EventsZstd),
 }
 
 /// Body of HELLO.
@@ -100,6 +114,9 @@ pub struct Hello {
     pub client_name: String,
     /// Authentication token; empty when the client has none.
     pub token: String,
+    /// Optional protocol features the client asks for, a combination of the bits in
+    /// [`features`]. Encoded only when nonzero; a body that ends before it means 0.
+    pub features: u32,
 }
 
 /// Body of WELCOME.
@@ -115,6 +132,9 @@ pub struct Welcome {
     pub max_payload: u32,
     /// Milliseconds of silence after which the server closes the connection; 0 for never.
     pub idle_timeout_ms: u32,
+    /// Features of the HELLO that the server supports too, and so uses on this connection.
+    /// Encoded only when nonzero; a body that ends before it means 0.
+    pub features: u32,
 }
 
 /// Where a subscription starts.
@@ -399,6 +419,7 @@ impl Frame {
             Frame::Skipped(_) => kind::SKIPPED,
             Frame::Audience(_) => kind::AUDIENCE,
             Frame::RelayPublish(_) => kind::RELAY_PUBLISH,
+            Frame::EventsZstd(_) => kind::EVENTS_ZSTD,
         }
     }
 
@@ -414,6 +435,9 @@ impl Frame {
                 dst.put_u32(h.max_frame);
                 put_str8(dst, &h.client_name);
                 put_str16(dst, &h.token);
+                if h.features != 0 {
+                    dst.put_u32(h.features);
+                }
             }
             Frame::Welcome(w) => {
                 dst.put_u16(w.version);
@@ -421,6 +445,9 @@ impl Frame {
                 put_str8(dst, &w.server_name);
                 dst.put_u32(w.max_payload);
                 dst.put_u32(w.idle_timeout_ms);
+                if w.features != 0 {
+                    dst.put_u32(w.features);
+                }
             }
             Frame::Subscribe(s) => {
                 put_str8(dst, s.topic.as_str());
@@ -501,6 +528,7 @@ impl Frame {
                 dst.put_u32(p.payload.len() as u32);
                 dst.put_slice(&p.payload);
             }
+            Frame::EventsZstd(e) => e.encode_body(dst),
         }
         finish_frame(dst, start);
     }

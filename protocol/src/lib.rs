@@ -13,13 +13,15 @@
 
 #![forbid(unsafe_code)]
 
+mod compressed;
 mod decode;
 mod error;
 pub mod event;
 pub mod frame;
 pub mod topic;
 
-pub use decode::{decode_frame, decode_preamble, Decoder};
+pub use compressed::{compress_events_frame, EventsZstd};
+pub use decode::{decode_frame, decode_frame_with_max, decode_preamble, Decoder};
 pub use error::{DecodeError, ErrorCode};
 pub use event::{Event, Events};
 pub use frame::{

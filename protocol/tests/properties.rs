@@ -89,6 +89,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                 max_frame,
                 client_name,
                 token,
+                features: 0,
             })
         },
     )
@@ -110,6 +111,7 @@ fn welcome() -> impl Strategy<Value = Frame> {
                     server_name,
                     max_payload,
                     idle_timeout_ms,
+                    features: 0,
                 })
             },
         )

@@ -87,6 +87,8 @@ enum FrameJson {
         max_frame: u32,
         client_name: String,
         token: String,
+        #[serde(default)]
+        features: u32,
     },
     Welcome {
         version: u16,
@@ -94,6 +96,8 @@ enum FrameJson {
         server_name: String,
         max_payload: u32,
         idle_timeout_ms: u32,
+        #[serde(default)]
+        features: u32,
     },
     Subscribe {
         topic: String,
@@ -173,6 +177,14 @@ enum FrameJson {
         user: String,
         priority: bool,
         payload: Hex,
+    },
+    /// zstd encoders differ in their output, so the vector gives the decompressed entries and
+    /// is checked by decoding only.
+    EventsZstd {
+        topic: String,
+        stream: U64,
+        raw_len: u32,
+        events: Vec<EventJson>,
     },
 }
 
@@ -333,11 +345,13 @@ impl FrameJson {
                 max_frame,
                 client_name,
                 token,
+                features,
             } => Frame::Hello(Hello {
                 version: *version,
                 max_frame: *max_frame,
                 client_name: client_name.clone(),
                 token: token.clone(),
+                features: *features,
             }),
             FrameJson::Welcome {
                 version,
@@ -345,12 +359,14 @@ impl FrameJson {
                 server_name,
                 max_payload,
                 idle_timeout_ms,
+                features,
             } => Frame::Welcome(Welcome {
                 version: *version,
                 max_frame: *max_frame,
                 server_name: server_name.clone(),
                 max_payload: *max_payload,
                 idle_timeout_ms: *idle_timeout_ms,
+                features: *features,
             }),
             FrameJson::Subscribe {
                 topic: name,
@@ -485,9 +501,22 @@ impl FrameJson {
                 priority: *priority,
                 payload: Bytes::from(payload.0.clone()),
             }),
+            FrameJson::EventsZstd { .. } => {
+                panic!("EVENTS_ZSTD vectors are checked by decoding only; see is_compressed")
+            }
             _ => unreachable!("to_frame handles the frame types 0x01 to 0x0b"),
         }
     }
+
+    /// Returns whether the vector is an EVENTS_ZSTD frame, which has no exact encoding.
+    fn is_compressed(&self) -> bool {
+        matches!(self, FrameJson::EventsZstd { .. })
+    }
+}
+
+/// Valid vectors whose frame has exactly one encoding: every type but EVENTS_ZSTD.
+fn exact_vectors(file: &VectorFile<ValidVector>) -> impl Iterator<Item = &ValidVector> {
+    file.vectors.iter().filter(|v| !v.frame.is_compressed())
 }
 
 /// Result of decoding a byte stream that then closes.
@@ -604,7 +633,7 @@ fn vector_descriptions_are_unique() {
 #[test]
 fn valid_vectors_decode_to_their_fields() {
     let file = load::<ValidVector>("valid.json");
-    for v in &file.vectors {
+    for v in exact_vectors(&file) {
         let expected = v.frame.to_frame();
         let max_frame = v.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
         for piece in piece_sizes(v.hex.0.len()) {
@@ -625,7 +654,7 @@ fn valid_vectors_decode_to_their_fields() {
 #[test]
 fn valid_vectors_encode_to_their_hex() {
     let file = load::<ValidVector>("valid.json");
-    for v in &file.vectors {
+    for v in exact_vectors(&file) {
         let encoded = v.frame.to_frame().to_bytes();
         assert_eq!(
             hex::encode(&encoded),
@@ -659,19 +688,67 @@ fn valid_events_vectors_iterate_their_entries() {
     }
 }
 
+/// Decodes an EVENTS_ZSTD vector, whole and in pieces, and checks its fields and its entries
+/// after decompression.
+#[test]
+fn valid_compressed_vectors_decode_to_their_entries() {
+    let file = load::<ValidVector>("valid.json");
+    let mut checked = 0;
+    for v in &file.vectors {
+        let FrameJson::EventsZstd {
+            topic: name,
+            stream,
+            raw_len,
+            events,
+        } = &v.frame
+        else {
+            continue;
+        };
+        checked += 1;
+        let want = Events::new(
+            topic(name),
+            stream.0,
+            &events.iter().map(EventJson::to_event).collect::<Vec<_>>(),
+        );
+        let max_frame = v.max_frame.unwrap_or(DEFAULT_MAX_FRAME);
+        for piece in piece_sizes(v.hex.0.len()) {
+            let context = format!("{} (pieces of {piece})", v.description);
+            let StreamOutcome::Frames(frames) = decode_stream(&v.hex.0, max_frame, piece) else {
+                panic!("{context}: does not decode");
+            };
+            assert_eq!(frames.len(), 1, "{context}");
+            let Frame::EventsZstd(decoded) = &frames[0] else {
+                panic!("{context}: decodes to {:?}", frames[0]);
+            };
+            assert_eq!(decoded.raw_len(), *raw_len, "{context}");
+            assert_eq!(decoded.events(), &want, "{context}");
+            // The decoded frame keeps the received zstd bytes, so it encodes back to them.
+            assert_eq!(
+                hex::encode(frames[0].to_bytes()),
+                hex::encode(&v.hex.0),
+                "{context}"
+            );
+        }
+    }
+    assert!(checked > 0, "valid.json has no EVENTS_ZSTD vector");
+}
+
 #[test]
 fn valid_vectors_cover_every_frame_type() {
     let file = load::<ValidVector>("valid.json");
     let mut kinds: Vec<u8> = file
         .vectors
         .iter()
-        .map(|v| v.frame.to_frame().kind())
+        .map(|v| match v.frame.is_compressed() {
+            true => kind::EVENTS_ZSTD,
+            false => v.frame.to_frame().kind(),
+        })
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
     assert_eq!(
         kinds,
-        (kind::HELLO..=kind::RELAY_PUBLISH).collect::<Vec<u8>>()
+        (kind::HELLO..=kind::EVENTS_ZSTD).collect::<Vec<u8>>()
     );
 }
 
@@ -680,9 +757,7 @@ fn valid_vectors_cover_every_frame_type() {
 #[test]
 fn valid_vectors_cover_every_error_code() {
     let file = load::<ValidVector>("valid.json");
-    let mut codes: Vec<u16> = file
-        .vectors
-        .iter()
+    let mut codes: Vec<u16> = exact_vectors(&file)
         .filter_map(|v| match v.frame.to_frame() {
             Frame::Error(e) => Some(e.code.as_u16()),
             Frame::PublishAck(ack) => Some(ack.code.as_u16()),
@@ -860,6 +935,7 @@ fn spec_frame_type_table_matches_kinds() {
         (kind::SKIPPED, "SKIPPED"),
         (kind::AUDIENCE, "AUDIENCE"),
         (kind::RELAY_PUBLISH, "RELAY_PUBLISH"),
+        (kind::EVENTS_ZSTD, "EVENTS_ZSTD"),
     ]
     .iter()
     .map(|(byte, name)| (format!("0x{byte:02x}"), (*name).to_owned()))

@@ -189,6 +189,8 @@ impl EdgeCache {
         };
         self.bytes = self.bytes - batch.frame.len() + frame.len();
         batch.frame = frame;
+        // The shared compressed copy still holds the deleted text, so this batch drops it.
+        batch.compressed = Default::default();
         true
     }
 
@@ -346,6 +348,7 @@ mod tests {
             frame: Frame::Events(Events::new(topic(), STREAM, &events)).to_bytes(),
             appended: Instant::now(),
             stream: STREAM,
+            compressed: Default::default(),
         }
     }
 
@@ -519,6 +522,7 @@ mod tests {
                 frame,
                 appended: Instant::now(),
                 stream: STREAM,
+                compressed: Default::default(),
             },
             1,
         );

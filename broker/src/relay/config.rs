@@ -47,6 +47,13 @@ pub struct RelayConfig {
     pub client_name: String,
     /// TLS for the upstream links; absent connects over plain TCP.
     pub tls: Option<RelayTlsConfig>,
+    /// Whether to ask the upstream for zstd-compressed batches (EVENTS_ZSTD). The relay
+    /// decompresses them, so its own subscribers get plain EVENTS unless they ask too.
+    pub compression: bool,
+    /// Milliseconds between attempts to return to the primary upstream (the first entry of
+    /// `upstreams`) while the link is connected to a fallback; 0 stays on the fallback until
+    /// it fails.
+    pub primary_retry_ms: u64,
 }
 
 /// TLS settings of the upstream links, in the `[relay.tls]` table.
@@ -91,6 +98,8 @@ impl Default for RelayConfig {
             token_file: None,
             client_name: format!("chorusd/{}", env!("CARGO_PKG_VERSION")),
             tls: None,
+            compression: true,
+            primary_retry_ms: 30_000,
         }
     }
 }

@@ -19,9 +19,10 @@ use bytes::Bytes;
 use chorus_client::{
     ClientError, Connection, ConnectionReader, ConnectionWriter, Options, TlsOptions,
 };
+use chorus_protocol::frame::features;
 use chorus_protocol::{
-    ErrorCode, Events, Frame, ModAction, Moderate, Publish, PublishAck, RelayPublish, StartAt,
-    Subscribe, Subscribed, Topic, Welcome,
+    ErrorCode, Events, EventsZstd, Frame, ModAction, Moderate, Publish, PublishAck, RelayPublish,
+    StartAt, Subscribe, Subscribed, Topic, Welcome,
 };
 use mio::Token;
 use parking_lot::Mutex;
@@ -32,6 +33,7 @@ use super::cache::{frame_span, tail_frame, tombstone_targets};
 use super::forward::{Author, ModerateReply};
 use super::status::update_link;
 use super::{hand_to_workers, tell_workers, Upstream};
+use crate::compress::CompressedCopy;
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, TopicState};
 
@@ -72,6 +74,12 @@ pub(crate) enum Command {
     Report(Vec<Frame>),
     /// The reader of connection number `generation` stopped, for the reason given.
     Lost { generation: u64, error: String },
+    /// A probe of the primary upstream, started during connection number `generation` to a
+    /// fallback, finished: with the primary's connection after its WELCOME, or with the error.
+    Probe {
+        generation: u64,
+        result: Result<Box<Connection>, String>,
+    },
     /// Closes the connection and ends the link.
     Stop,
 }
@@ -237,6 +245,8 @@ impl LinkThread {
             commands,
             failover,
             generation: 0,
+            probe_due: None,
+            probing: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("chorusd-link-{index}"))
@@ -264,7 +274,20 @@ enum Step {
     Continue,
     Lost(String),
     Stop,
+    /// The primary answered a probe: the link moves to this connection.
+    ReturnToPrimary(Box<Connection>),
 }
+
+/// How a connection's session ended.
+enum SessionEnd {
+    Lost,
+    Stop,
+    ReturnToPrimary(Box<Connection>),
+}
+
+/// Longest wait, when leaving a fallback for the primary, for the acknowledgements of publishes
+/// and MODERATE frames already forwarded on the fallback.
+const RETURN_DRAIN: Duration = Duration::from_secs(2);
 
 /// The state of the link thread.
 struct Link {
@@ -275,6 +298,10 @@ struct Link {
     failover: Failover,
     /// Number of the current connection, so that a late report from an old reader is ignored.
     generation: u64,
+    /// When the next probe of the primary starts, while connected to a fallback.
+    probe_due: Option<Instant>,
+    /// Whether a probe of the primary is running.
+    probing: bool,
 }
 
 impl Link {
@@ -289,12 +316,7 @@ impl Link {
             let target = self.targets[attempt.target].clone();
             match Connection::connect(&target, &self.options()) {
                 Ok(conn) => {
-                    self.failover.connected(Instant::now());
-                    update_link(&self.shared, self.index, |s| s.connected(&target));
-                    let stop = self.serve(conn, &target);
-                    self.failover.lost(Instant::now());
-                    update_link(&self.shared, self.index, |s| s.lost());
-                    if stop {
+                    if self.serve_until_lost(conn, attempt.target) {
                         return;
                     }
                 }
@@ -318,6 +340,107 @@ impl Link {
                         info!(from = %target, to = %self.targets[next], "failing over to the next upstream");
                     }
                 }
+            }
+        }
+    }
+
+    /// Serves `conn` to target number `target`, and after it each connection to the primary
+    /// that replaces a fallback. Returns whether the link stops.
+    fn serve_until_lost(&mut self, mut conn: Connection, mut target: usize) -> bool {
+        // Each pass either ends the loop or moves from a fallback to the primary, and the
+        // primary is never probed, so this loop runs at most twice.
+        loop {
+            let address = self.targets[target].clone();
+            self.failover.connected(Instant::now());
+            update_link(&self.shared, self.index, |s| s.connected(&address));
+            match self.serve(conn, &address, target) {
+                SessionEnd::Stop => return true,
+                SessionEnd::Lost => {
+                    self.failover.lost(Instant::now());
+                    update_link(&self.shared, self.index, |s| s.lost());
+                    return false;
+                }
+                SessionEnd::ReturnToPrimary(primary) => {
+                    info!(from = %address, to = %self.targets[0], "returning to the primary upstream");
+                    update_link(&self.shared, self.index, |s| {
+                        s.lost();
+                        s.primary_returns += 1;
+                    });
+                    conn = *primary;
+                    target = 0;
+                }
+            }
+        }
+    }
+
+    /// Starts a thread that connects to the primary upstream with a plain connect and HELLO,
+    /// and reports the outcome as [`Command::Probe`].
+    fn start_probe(&mut self) {
+        let Some(primary) = self.targets.first().cloned() else {
+            return;
+        };
+        let options = self.options();
+        let generation = self.generation;
+        let shared = self.shared.clone();
+        let index = self.index;
+        let spawned = std::thread::Builder::new()
+            .name(format!("chorusd-link-{index}-probe"))
+            .spawn(move || {
+                let result = Connection::connect(&primary, &options)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
+                if let Some(relay) = shared.relay.as_ref() {
+                    relay.send(index, Command::Probe { generation, result });
+                }
+            });
+        match spawned {
+            Ok(_) => self.probing = true,
+            Err(e) => {
+                warn!(error = %e, "failed to start the primary probe thread");
+                self.schedule_probe(1);
+            }
+        }
+    }
+
+    /// Schedules the next probe of the primary, when connected to fallback number `target`
+    /// and `relay.primary_retry_ms` is above 0.
+    fn schedule_probe(&mut self, target: usize) {
+        let retry = self.shared.config.relay.primary_retry_ms;
+        self.probe_due =
+            (target != 0 && retry > 0).then(|| Instant::now() + Duration::from_millis(retry));
+    }
+
+    /// Waits for the next command, starting the probe of the primary when it is due. Returns
+    /// `None` when the command channel is closed.
+    fn recv_command(&mut self) -> Option<Command> {
+        // At most two passes: after a probe starts, the next pass blocks on the channel.
+        for _ in 0..2 {
+            let Some(due) = self.probe_due.filter(|_| !self.probing) else {
+                break;
+            };
+            let left = due.saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(left) {
+                Ok(command) => return Some(command),
+                Err(RecvTimeoutError::Timeout) => self.start_probe(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        self.commands.recv().ok()
+    }
+
+    /// Handles the outcome of a probe of the primary.
+    fn on_probe(&mut self, generation: u64, result: Result<Box<Connection>, String>) -> Step {
+        if generation != self.generation {
+            // A probe from an earlier connection; its connection, if any, closes on drop.
+            return Step::Continue;
+        }
+        self.probing = false;
+        match result {
+            Ok(conn) => Step::ReturnToPrimary(conn),
+            Err(error) => {
+                debug!(upstream = %self.targets[0], %error, "primary upstream still unavailable");
+                self.schedule_probe(1);
+                Step::Continue
             }
         }
     }
@@ -347,6 +470,10 @@ impl Link {
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: Some(READ_POLL),
             max_frame: config.limits.max_frame,
+            features: match config.relay.compression {
+                true => features::ZSTD_EVENTS,
+                false => 0,
+            },
             tls: config.relay.tls.as_ref().map(|tls| TlsOptions {
                 ca_file: tls.ca_file.clone(),
                 client_cert: tls.cert_file.clone().zip(tls.key_file.clone()),
@@ -381,6 +508,8 @@ impl Link {
                 // Topic states are read again when the next connection resumes them.
                 Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Lost { .. } => {}
                 Command::Report(_) => {}
+                // A probe of an earlier connection; its connection closes on drop.
+                Command::Probe { .. } => {}
             }
             if left.is_zero() {
                 return true;
@@ -388,16 +517,21 @@ impl Link {
         }
     }
 
-    /// Runs one connection until it is lost or the link stops; returns whether it stops.
-    fn serve(&mut self, conn: Connection, target: &str) -> bool {
+    /// Runs one connection to target number `index` until it is lost, the link stops, or the
+    /// primary answers a probe.
+    fn serve(&mut self, conn: Connection, target: &str, index: usize) -> SessionEnd {
         self.generation += 1;
+        self.probing = false;
+        self.schedule_probe(index);
         let welcome = conn.welcome().clone();
-        info!(upstream = %target, server = %welcome.server_name, "connected upstream");
+        let zstd = welcome.features & features::ZSTD_EVENTS != 0;
+        info!(upstream = %target, server = %welcome.server_name, zstd, "connected upstream");
+        update_link(&self.shared, self.index, |s| s.zstd_events = zstd);
         let (writer, upstream) = match conn.split() {
             Ok(halves) => halves,
             Err(e) => {
                 warn!(upstream = %target, error = %e, "failed to split the upstream connection");
-                return false;
+                return SessionEnd::Lost;
             }
         };
         let inflight = InFlight::default();
@@ -436,13 +570,17 @@ impl Link {
             Some(_) => self.run_session(&mut session),
             None => Step::Lost("no reader thread".into()),
         };
-        let stop = match outcome {
-            Step::Stop => true,
+        let end = match outcome {
+            Step::Stop => SessionEnd::Stop,
             Step::Lost(reason) => {
                 warn!(upstream = %target, error = %reason, "upstream connection lost");
-                false
+                SessionEnd::Lost
             }
-            Step::Continue => false,
+            Step::Continue => SessionEnd::Lost,
+            Step::ReturnToPrimary(primary) => {
+                session.wait_for_acks(RETURN_DRAIN);
+                SessionEnd::ReturnToPrimary(primary)
+            }
         };
 
         // Shutting the socket down wakes the reader, which then reports and ends.
@@ -475,7 +613,7 @@ impl Link {
         for reply in stranded {
             reply.fail(&self.shared);
         }
-        stop
+        end
     }
 
     /// Resumes every topic, then handles commands until the connection is lost or the link
@@ -485,9 +623,8 @@ impl Link {
             return Step::Lost(e.to_string());
         }
         loop {
-            let command = match self.commands.recv() {
-                Ok(command) => command,
-                Err(_) => return Step::Stop,
+            let Some(command) = self.recv_command() else {
+                return Step::Stop;
             };
             let mut step = self.handle(command, session);
             while matches!(step, Step::Continue) {
@@ -513,6 +650,7 @@ impl Link {
                 return Step::Lost(error);
             }
             Command::Lost { .. } => Ok(()),
+            Command::Probe { generation, result } => return self.on_probe(generation, result),
             Command::Subscribe(topic) => match self.subscribe_request(&topic) {
                 Some(subscribe) => session.writer.send(&Frame::Subscribe(subscribe)),
                 None => Ok(()),
@@ -644,6 +782,18 @@ impl Session {
         Ok(())
     }
 
+    /// Waits until every forwarded publish and MODERATE has its acknowledgement, for at most
+    /// `limit`; the reader thread removes them as they arrive.
+    fn wait_for_acks(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.inflight.lock().is_empty() && self.moderations.lock().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -723,6 +873,7 @@ impl Reader {
     fn on_frame(&self, frame: Frame) {
         match frame {
             Frame::Events(events) => self.on_events(events),
+            Frame::EventsZstd(compressed) => self.on_compressed_events(compressed),
             Frame::Subscribed(subscribed) => self.on_subscribed(&subscribed),
             Frame::PublishAck(ack) => {
                 if ack.code == ErrorCode::Forbidden && !self.forbidden_logged.replace(true) {
@@ -748,6 +899,20 @@ impl Reader {
             }
             other => trace!(kind = other.kind(), "ignored a frame from upstream"),
         }
+    }
+
+    /// Counts a compressed batch's bytes for the link status, then handles its entries as an
+    /// EVENTS batch, so the cache and local subscribers see plain EVENTS.
+    fn on_compressed_events(&self, compressed: EventsZstd) {
+        let received = compressed_frame_len(compressed.events(), compressed.data().len());
+        let plain = chorus_protocol::event::events_overhead(compressed.events().topic())
+            + compressed.raw_len() as usize;
+        let events = compressed.into_events();
+        update_link(&self.shared, self.index, |s| {
+            s.zstd_bytes_received += received as u64;
+            s.zstd_bytes_decompressed += plain as u64;
+        });
+        self.on_events(events);
     }
 
     /// Caches an upstream batch and hands it to the workers with subscribers.
@@ -796,6 +961,7 @@ impl Reader {
             frame,
             appended: Instant::now(),
             stream,
+            compressed: CompressedCopy::default(),
         };
         relay.cache.push(batch.clone(), count);
         // The batch goes to the workers unchanged, and only the cached copy loses deleted text.
@@ -917,6 +1083,13 @@ fn queue_report(writer: &mut ConnectionWriter, frames: &[Frame]) -> Result<(), C
         writer.queue(frame)?;
     }
     Ok(())
+}
+
+/// Returns the length of an EVENTS_ZSTD frame, header included, for a batch of `events` with
+/// `data_len` bytes of zstd data.
+fn compressed_frame_len(events: &Events, data_len: usize) -> usize {
+    // Compared with EVENTS, the head has a raw_len of 4 bytes more.
+    chorus_protocol::event::events_overhead(events.topic()) + 4 + data_len
 }
 
 /// Returns whether the upstream refused the connection because of the relay's token.

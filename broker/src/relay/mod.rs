@@ -350,10 +350,9 @@ pub(crate) fn hand_to_workers(
         if count == 0 {
             continue;
         }
-        shared.workers[worker].send(WorkerMsg::Batch {
-            topic: topic.clone(),
-            batch: batch.clone(),
-        });
+        if !shared.workers[worker].send_batch(topic.clone(), batch.clone()) {
+            shared.metrics.worker(worker).worker_batches_dropped.add(1);
+        }
         wake.push(worker);
     }
     wake

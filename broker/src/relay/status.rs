@@ -1,12 +1,16 @@
 //! Relay state for the admin endpoint: the state of each upstream link, and how far each relay
 //! topic is behind its upstream.
 //!
-//! The link threads write a [`LinkStatus`] at every connect, loss and failover; the admin
-//! thread reads it. Topic lag is read from the topics' edge caches under their locks.
+//! The link threads write a [`LinkStatus`] at every connect, loss, failover and compressed
+//! batch; the admin thread and the metrics scrape read it. Topic lag is read from the topics' edge caches under their locks.
 
+use std::fmt;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
 use serde::Serialize;
 
 use super::Upstream;
@@ -32,6 +36,14 @@ pub(crate) struct LinkStatus {
     pub(crate) failovers: u64,
     /// Error of the last failed connection attempt; cleared at the next connection.
     pub(crate) last_error: Option<String>,
+    /// Whether the current or last connection negotiated zstd-compressed batches.
+    pub(crate) zstd_events: bool,
+    /// Bytes of EVENTS_ZSTD frames received since the start, headers included.
+    pub(crate) zstd_bytes_received: u64,
+    /// Bytes of the EVENTS frames that those EVENTS_ZSTD frames decompressed into.
+    pub(crate) zstd_bytes_decompressed: u64,
+    /// Times the link left a fallback upstream for the primary after a successful probe.
+    pub(crate) primary_returns: u64,
 }
 
 impl LinkStatus {
@@ -45,6 +57,10 @@ impl LinkStatus {
             connections: 0,
             failovers: 0,
             last_error: None,
+            zstd_events: false,
+            zstd_bytes_received: 0,
+            zstd_bytes_decompressed: 0,
+            primary_returns: 0,
         }
     }
 
@@ -106,6 +122,45 @@ impl LinkStatuses {
             .map(|status| status.lock().clone())
             .collect()
     }
+}
+
+/// A per-link counter: metric name, help text, and the status field it reads.
+type LinkCounter = (&'static str, &'static str, fn(&LinkStatus) -> u64);
+
+/// Writes the per-link counters of a relay in the OpenMetrics text format; nothing on an
+/// origin.
+pub(crate) fn encode_link_metrics(encoder: &mut DescriptorEncoder, shared: &Shared) -> fmt::Result {
+    let Some(relay) = shared.relay.as_ref() else {
+        return Ok(());
+    };
+    let links = relay.statuses.snapshot();
+    let families: [LinkCounter; 3] = [
+        (
+            "chorus_relay_zstd_received_bytes",
+            "Bytes of EVENTS_ZSTD frames received from the upstream, headers included, by link",
+            |s| s.zstd_bytes_received,
+        ),
+        (
+            "chorus_relay_zstd_decompressed_bytes",
+            "Bytes of the EVENTS frames that the received EVENTS_ZSTD frames decompressed into, \
+             by link",
+            |s| s.zstd_bytes_decompressed,
+        ),
+        (
+            "chorus_relay_primary_returns",
+            "Times a link left a fallback upstream for the primary after a successful probe, by \
+             link",
+            |s| s.primary_returns,
+        ),
+    ];
+    for (name, help, value) in families {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for link in &links {
+            let labels = [("link", link.link.to_string())];
+            ConstCounter::new(value(link)).encode(metric.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies `change` to the status of link `index`, on a relay.

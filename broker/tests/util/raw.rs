@@ -300,6 +300,7 @@ pub fn hello_frame_with_max(version: u16, max_frame: u32) -> Vec<u8> {
         max_frame,
         client_name: "chorus-broker-tests/raw".to_owned(),
         token: String::new(),
+        features: 0,
     };
     Frame::Hello(hello).to_bytes().to_vec()
 }

@@ -96,6 +96,11 @@ export interface Hello {
   readonly clientName: string;
   /** Authentication token; empty when the client has none. */
   readonly token: string;
+  /**
+   * Optional features asked for, as bits (0x1 is ZSTD_EVENTS). Absent on the wire means 0, and
+   * the field is encoded only when set and not 0. This client asks for none.
+   */
+  readonly features?: number;
 }
 
 /** WELCOME: the server accepts the session and announces its limits. */
@@ -109,6 +114,8 @@ export interface Welcome {
   readonly maxPayload: number;
   /** Milliseconds without a received byte after which the server closes; 0 means never. */
   readonly idleTimeoutMs: number;
+  /** Features of the HELLO granted on this connection; absent when the server sent none. */
+  readonly features?: number;
 }
 
 /** SUBSCRIBE: starts a subscription to one topic. */
@@ -704,6 +711,7 @@ function encodeBody(w: Writer, frame: Frame): void {
       w.u32(frame.maxFrame, "HELLO max_frame");
       w.str8(frame.clientName, "HELLO client_name");
       w.str16(frame.token, "HELLO token");
+      if (frame.features) w.u32(frame.features, "HELLO features");
       return;
     case "WELCOME":
       w.u16(frame.version, "WELCOME version");
@@ -711,6 +719,7 @@ function encodeBody(w: Writer, frame: Frame): void {
       w.str8(frame.serverName, "WELCOME server_name");
       w.u32(frame.maxPayload, "WELCOME max_payload");
       w.u32(frame.idleTimeoutMs, "WELCOME idle_timeout_ms");
+      if (frame.features) w.u32(frame.features, "WELCOME features");
       return;
     case "SUBSCRIBE":
       w.topic(frame.topic);
@@ -1034,6 +1043,11 @@ function hex32(value: number): string {
   return `0x${value.toString(16).padStart(8, "0")}`;
 }
 
+/** Reads the optional trailing `features` u32 of HELLO and WELCOME, absent when the body ended. */
+function optionalFeatures(r: Reader, field: string): { features?: number } {
+  return r.remaining > 0 ? { features: r.u32(field) } : {};
+}
+
 function decodeBody(type: number, r: Reader): Frame {
   const frame = decodeFields(type, r);
   if (r.remaining > 0) {
@@ -1051,6 +1065,7 @@ function decodeFields(type: number, r: Reader): Frame {
         maxFrame: r.u32("HELLO max_frame"),
         clientName: r.str8("HELLO client_name"),
         token: r.str16("HELLO token"),
+        ...optionalFeatures(r, "HELLO features"),
       };
     case FrameType.WELCOME:
       return {
@@ -1060,6 +1075,7 @@ function decodeFields(type: number, r: Reader): Frame {
         serverName: r.str8("WELCOME server_name"),
         maxPayload: r.u32("WELCOME max_payload"),
         idleTimeoutMs: r.u32("WELCOME idle_timeout_ms"),
+        ...optionalFeatures(r, "WELCOME features"),
       };
     case FrameType.SUBSCRIBE:
       return decodeSubscribe(r);

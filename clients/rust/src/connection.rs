@@ -383,6 +383,7 @@ fn handshake(
         max_frame: options.max_frame,
         client_name: options.client_name.clone(),
         token: options.token.clone(),
+        features: options.features,
     };
     writer.queue_bytes(&preamble());
     writer.queue(&Frame::Hello(hello));

@@ -24,6 +24,10 @@ pub struct Options {
     pub backoff: Backoff,
     /// TLS settings; `None` connects over plain TCP.
     pub tls: Option<TlsOptions>,
+    /// Protocol features asked for in HELLO, bits of `chorus_protocol::frame::features`; the
+    /// server's WELCOME says which it granted. Ask only for features this client handles: with
+    /// `ZSTD_EVENTS`, [`crate::Connection::recv`] returns EVENTS_ZSTD frames as they come.
+    pub features: u32,
 }
 
 impl Default for Options {
@@ -36,6 +40,7 @@ impl Default for Options {
             max_frame: chorus_protocol::DEFAULT_MAX_FRAME,
             backoff: Backoff::default(),
             tls: None,
+            features: 0,
         }
     }
 }

@@ -79,6 +79,7 @@ export function frameFromJson(json: Record<string, unknown>): Frame {
         maxFrame: j["max_frame"],
         clientName: j["client_name"],
         token: j["token"],
+        ...(j["features"] === undefined ? {} : { features: j["features"] }),
       };
     case "WELCOME":
       return {
@@ -88,6 +89,7 @@ export function frameFromJson(json: Record<string, unknown>): Frame {
         serverName: j["server_name"],
         maxPayload: j["max_payload"],
         idleTimeoutMs: j["idle_timeout_ms"],
+        ...(j["features"] === undefined ? {} : { features: j["features"] }),
       };
     case "SUBSCRIBE":
       return {

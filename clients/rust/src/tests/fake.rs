@@ -179,6 +179,7 @@ pub(crate) fn welcome() -> Welcome {
         server_name: "fake/1".to_owned(),
         max_payload: 64 * 1024,
         idle_timeout_ms: 0,
+        features: 0,
     }
 }
 

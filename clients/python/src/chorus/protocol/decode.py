@@ -41,6 +41,7 @@ from .frames import (
     ErrorFrame,
     Event,
     Events,
+    EventsZstd,
     Frame,
     FrameType,
     Hello,
@@ -131,6 +132,12 @@ class _Reader:
             raise InvalidTopic(problem)
         return raw.decode("ascii")
 
+    def optional_u32(self, field: str) -> int:
+        """Read a trailing u32 that older peers leave out: 0 when the body has ended."""
+        if self.remaining == 0:
+            return 0
+        return self.uint(4, field)
+
     @property
     def remaining(self) -> int:
         return len(self._body) - self._pos
@@ -147,6 +154,7 @@ def _hello(r: _Reader) -> Hello:
         max_frame=r.uint(4, "max_frame"),
         client_name=r.text(1, "client_name"),
         token=r.text(2, "token"),
+        features=r.optional_u32("features"),
     )
 
 
@@ -157,6 +165,7 @@ def _welcome(r: _Reader) -> Welcome:
         server_name=r.text(1, "server_name"),
         max_payload=r.uint(4, "max_payload"),
         idle_timeout_ms=r.uint(4, "idle_timeout_ms"),
+        features=r.optional_u32("features"),
     )
 
 
@@ -223,6 +232,10 @@ def _events(r: _Reader) -> Events:
     topic = r.topic()
     stream = r.uint(8, "stream")
     count = r.uint(4, "count")
+    return Events(topic, stream, _entries(r, count))
+
+
+def _entries(r: _Reader, count: int) -> List[Event]:
     # The count comes from the peer, so entries are read one by one rather than preallocated:
     # a count larger than the body allows fails on the first missing entry.
     entries: List[Event] = []
@@ -233,7 +246,48 @@ def _events(r: _Reader) -> Events:
                 f"entry offsets must increase strictly, {event.offset} follows {entries[-1].offset}"
             )
         entries.append(event)
-    return Events(topic, stream, entries)
+    return entries
+
+
+def _events_zstd(r: _Reader, max_frame: int) -> EventsZstd:
+    topic = r.topic()
+    stream = r.uint(8, "stream")
+    count = r.uint(4, "count")
+    raw_len = r.uint(4, "raw_len")
+    if raw_len > max_frame:
+        raise FrameTooLarge(
+            f"EVENTS_ZSTD raw_len of {raw_len} bytes exceeds the maximum of {max_frame}"
+        )
+    data = r.take(r.remaining, "data")
+    raw = _Reader(_decompress_exact(data, raw_len))
+    entries = _entries(raw, count)
+    raw.finish()
+    return EventsZstd(topic, stream, raw_len, entries, data)
+
+
+def _decompress_exact(data: bytes, raw_len: int) -> bytes:
+    """Decompress ``data``, exactly one zstd frame, into exactly ``raw_len`` bytes.
+
+    A frame header that announces another size is rejected before anything is decompressed,
+    and output is capped at ``raw_len`` bytes, so a compression bomb allocates no more.
+    Needs the ``zstandard`` package, which only EVENTS_ZSTD needs.
+    """
+    import zstandard
+
+    try:
+        announced = zstandard.frame_content_size(data)
+        if announced not in (-1, raw_len):
+            raise MalformedFrame(
+                f"EVENTS_ZSTD zstd frame announces {announced} bytes, raw_len is {raw_len}"
+            )
+        out = zstandard.ZstdDecompressor().decompress(
+            data, max_output_size=raw_len, allow_extra_data=False
+        )
+    except zstandard.ZstdError as e:
+        raise MalformedFrame(f"EVENTS_ZSTD data does not decompress: {e}") from None
+    if len(out) != raw_len:
+        raise MalformedFrame(f"EVENTS_ZSTD data decompresses to {len(out)} bytes, not {raw_len}")
+    return out
 
 
 def _ping(r: _Reader) -> Ping:
@@ -358,8 +412,11 @@ def _check_length(length: int, max_frame: int) -> None:
         raise FrameTooLarge(f"frame body of {length} bytes exceeds the maximum of {max_frame}")
 
 
-def _decode_complete(frame: bytes) -> Frame:
-    """Decode one whole frame whose length already passed the maximum check."""
+def _decode_complete(frame: bytes, max_frame: int) -> Frame:
+    """Decode one whole frame whose length already passed the maximum check.
+
+    ``max_frame`` also bounds the decompressed entries of EVENTS_ZSTD.
+    """
     _length, frame_type, flags, reserved, crc = _HEADER.unpack_from(frame)
     body = frame[HEADER_LEN:]
     actual = zlib.crc32(body, zlib.crc32(frame[:8]))
@@ -369,10 +426,15 @@ def _decode_complete(frame: bytes) -> Frame:
         raise MalformedFrame(f"header flags are 0x{flags:02x}, version 1 requires 0")
     if reserved != 0:
         raise MalformedFrame(f"header reserved bytes are 0x{reserved:04x}, version 1 requires 0")
+    reader = _Reader(body)
+    if frame_type == FrameType.EVENTS_ZSTD:
+        # Not in _BODY_READERS, because it also needs the receiver's max_frame.
+        zstd_frame = _events_zstd(reader, max_frame)
+        reader.finish()
+        return zstd_frame
     body_reader = _BODY_READERS.get(frame_type)
     if body_reader is None:
         raise UnknownFrameType(f"frame type 0x{frame_type:02x} is not defined")
-    reader = _Reader(body)
     decoded = body_reader(reader)
     reader.finish()
     return decoded
@@ -393,7 +455,7 @@ def decode_frame(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Tuple[Frame
     total = HEADER_LEN + length
     if len(data) < total:
         raise TruncatedFrame(f"frame of {total} bytes cut after {len(data)} bytes")
-    return _decode_complete(data[:total]), total
+    return _decode_complete(data[:total], max_frame), total
 
 
 def parse_preamble(data: bytes) -> Optional[int]:
@@ -496,7 +558,7 @@ class FrameDecoder:
         if self._start >= _COMPACT_AFTER:
             self._compact()
         try:
-            return _decode_complete(frame)
+            return _decode_complete(frame, self.max_frame)
         except ProtocolError as e:
             self._error = e
             raise

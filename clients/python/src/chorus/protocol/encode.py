@@ -20,6 +20,7 @@ from .frames import (
     DeleteComment,
     ErrorFrame,
     Events,
+    EventsZstd,
     Frame,
     Hello,
     Moderate,
@@ -94,6 +95,8 @@ def _hello(w: _Writer, f: Hello) -> None:
     w.uint(f.max_frame, 4, "max_frame")
     w.text(f.client_name, 1, "client_name")
     w.text(f.token, 2, "token")
+    if f.features:
+        w.uint(f.features, 4, "features")
 
 
 def _welcome(w: _Writer, f: Welcome) -> None:
@@ -102,6 +105,8 @@ def _welcome(w: _Writer, f: Welcome) -> None:
     w.text(f.server_name, 1, "server_name")
     w.uint(f.max_payload, 4, "max_payload")
     w.uint(f.idle_timeout_ms, 4, "idle_timeout_ms")
+    if f.features:
+        w.uint(f.features, 4, "features")
 
 
 def _subscribe(w: _Writer, f: Subscribe) -> None:
@@ -268,6 +273,15 @@ def _relay_publish(w: _Writer, f: RelayPublish) -> None:
     w.prefixed(f.payload, 4, "payload")
 
 
+def _events_zstd(w: _Writer, f: EventsZstd) -> None:
+    # The zstd data is written as given: this codec decompresses but does not compress.
+    w.topic(f.topic)
+    w.uint(f.stream, 8, "stream")
+    w.uint(len(f.events), 4, "count")
+    w.uint(f.raw_len, 4, "raw_len")
+    w.parts.append(bytes(f.data))
+
+
 _BODY_WRITERS: Dict[Type[object], Callable[[_Writer, object], None]] = {
     Hello: _hello,  # type: ignore[dict-item]
     Welcome: _welcome,  # type: ignore[dict-item]
@@ -287,6 +301,7 @@ _BODY_WRITERS: Dict[Type[object], Callable[[_Writer, object], None]] = {
     Skipped: _skipped,  # type: ignore[dict-item]
     Audience: _audience,  # type: ignore[dict-item]
     RelayPublish: _relay_publish,  # type: ignore[dict-item]
+    EventsZstd: _events_zstd,  # type: ignore[dict-item]
 }
 
 

@@ -7,7 +7,7 @@ so u64 values (offsets, stream ids, nonces) keep their full 64-bit range exactly
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Optional, Sequence, Tuple, Union
 
 from .errors import Code
@@ -52,6 +52,14 @@ class FrameType(enum.IntEnum):
     SKIPPED = 0x10
     AUDIENCE = 0x11
     RELAY_PUBLISH = 0x12
+    EVENTS_ZSTD = 0x13
+
+
+class Feature(enum.IntFlag):
+    """Bits of the optional ``features`` field of HELLO and WELCOME."""
+
+    #: The client accepts EVENTS_ZSTD frames; in WELCOME, the server may send them.
+    ZSTD_EVENTS = 0x1
 
 
 class EntryFlag(enum.IntFlag):
@@ -147,6 +155,8 @@ class Hello:
     max_frame: int
     client_name: str
     token: str
+    #: Bits of :class:`Feature` the client asks for; encoded only when not 0.
+    features: int = 0
     TYPE: ClassVar[FrameType] = FrameType.HELLO
 
 
@@ -159,6 +169,8 @@ class Welcome:
     server_name: str
     max_payload: int
     idle_timeout_ms: int
+    #: Bits of :class:`Feature` granted on this connection; encoded only when not 0.
+    features: int = 0
     TYPE: ClassVar[FrameType] = FrameType.WELCOME
 
 
@@ -463,6 +475,32 @@ class RelayPublish:
     TYPE: ClassVar[FrameType] = FrameType.RELAY_PUBLISH
 
 
+@dataclass(frozen=True)
+class EventsZstd:
+    """EVENTS_ZSTD (0x13), server to client: an EVENTS batch whose entries are zstd-compressed.
+
+    ``events`` are the entries once decompressed and ``raw_len`` their length in bytes. ``data``
+    is the zstd frame as received or to be sent. zstd encoders can compress the same entries to
+    different bytes, so ``data`` takes no part in comparisons.
+    """
+
+    topic: str
+    stream: int
+    raw_len: int
+    events: Tuple[Event, ...]
+    data: bytes = field(default=b"", compare=False)
+    TYPE: ClassVar[FrameType] = FrameType.EVENTS_ZSTD
+
+    def __init__(
+        self, topic: str, stream: int, raw_len: int, events: Sequence[Event], data: bytes = b""
+    ) -> None:
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "stream", stream)
+        object.__setattr__(self, "raw_len", raw_len)
+        object.__setattr__(self, "events", tuple(events))
+        object.__setattr__(self, "data", data)
+
+
 #: Any frame of protocol version 1.
 Frame = Union[
     Hello,
@@ -483,4 +521,5 @@ Frame = Union[
     Skipped,
     Audience,
     RelayPublish,
+    EventsZstd,
 ]
