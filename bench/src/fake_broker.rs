@@ -127,6 +127,7 @@ fn handle(frame: Frame, writer: &mut TcpStream, topic: &Mutex<Topic>, fault: Fau
                 server_name: "fake-broker".to_owned(),
                 max_payload: 64 * 1024,
                 idle_timeout_ms: 0,
+                features: 0,
             });
             let mut out = preamble().to_vec();
             out.extend_from_slice(&welcome.to_bytes());

@@ -5,6 +5,7 @@
 
 mod chatlog;
 mod checker;
+mod compression;
 #[cfg(test)]
 mod fake_broker;
 mod net;
@@ -49,6 +50,9 @@ enum Command {
     /// Start an origin and edge relays, delete comments through an edge, and time the
     /// tombstones.
     Moderation(scenarios::moderation::ModerationArgs),
+    /// Compress EVENTS batches of a recorded chat with zstd as chorusd does for its relays,
+    /// and report the ratio and the compression and decoding throughput.
+    Compression(compression::CompressionArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Spike(args) => scenarios::spike::run(args),
         Command::Slow(args) => scenarios::slow::run(args),
         Command::Moderation(args) => scenarios::moderation::run(args),
+        Command::Compression(args) => compression::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 
 use super::check::{DeliveryCounts, SubscriberCheck};
+use super::machine::Machine;
 use super::pool::{Handler, Pool, PoolCounters, PoolSpec};
 use super::procfs::{self, ProcessSample, ProcessUsage};
 use super::proto::{BrokerKind, SessionConfig};
@@ -22,6 +23,7 @@ use super::shared::LoadShared;
 use super::slow_reader::{self, SlowOutcome, SlowReading, SlowSpec};
 use super::sockets::{self, FileLimit};
 use super::stamp::Stamp;
+use super::timeline::Timeline;
 use super::{now_rfc3339, print_result, LoadArgs, TargetArgs};
 use crate::progress::Progress;
 use crate::report::{new_histogram, per_sec, record_latency, round_to, LatencySummary};
@@ -121,6 +123,7 @@ struct Setup {
 fn execute(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
     plan.validate()?;
     let date = now_rfc3339();
+    let machine = Machine::read();
     let connections = plan.subscribers + plan.slow_count() + 2 * plan.publishers;
     check_file_limit(connections as u64)?;
     let setup = set_up(plan)?;
@@ -151,6 +154,7 @@ fn execute(plan: &LoadPlan) -> anyhow::Result<LoadReport> {
     let outcomes = collect(running, pool, slow, &mut errors);
     let mut report = build_report(plan, &shared, outcomes, end_nanos, errors);
     report.date = date;
+    report.machine = machine;
     report.broker_process = broker_process;
     report.bench_process = bench_process;
     report.judge();
@@ -443,6 +447,7 @@ fn build_report(
     LoadReport {
         scenario: plan.scenario,
         date: String::new(),
+        machine: Machine::default(),
         broker: plan.target.broker,
         mqtt_qos: (plan.target.broker == BrokerKind::Mqtt).then_some(plan.target.mqtt_qos),
         server: plan.target.server.clone(),
@@ -468,6 +473,7 @@ fn build_report(
         publish_deliver_ms: classes[FAST].latency_summary(),
         classes: class_reports(plan, &classes),
         phases,
+        timeline: classes[FAST].timeline.entries(),
         broker_process: None,
         bench_process: None,
         errors,
@@ -495,6 +501,8 @@ fn class_reports(plan: &LoadPlan, classes: &[ClassTotals; 2]) -> Vec<ClassReport
             losses: classes[c].losses,
             counts: classes[c].counts,
             publish_deliver_ms: classes[c].latency_summary(),
+            // The fast subscribers' timeline is the report's own `timeline`.
+            timeline: (c != FAST).then(|| classes[c].timeline.entries()),
         })
         .collect()
 }
@@ -537,6 +545,7 @@ struct ClassTotals {
     losses: u64,
     /// Latencies per phase.
     latency: Vec<Histogram<u64>>,
+    timeline: Timeline,
     last_delivery: Option<u64>,
 }
 
@@ -571,6 +580,7 @@ impl ClassTotals {
             // Histograms with the same bounds always merge.
             let _ = merged.add(h);
         }
+        self.timeline.merge(&handler.timeline);
         self.last_delivery = self.last_delivery.max(handler.last_delivery_nanos);
     }
 
@@ -630,6 +640,8 @@ pub(crate) struct CheckHandler {
     checks: Vec<SubscriberCheck>,
     /// Latencies per phase.
     latency: Vec<Histogram<u64>>,
+    /// Latencies per second of delivery time.
+    timeline: Timeline,
     /// First-time deliveries not yet added to the shared counter.
     pending: u64,
     last_delivery_nanos: Option<u64>,
@@ -653,6 +665,7 @@ impl CheckHandler {
                 .map(|t| SubscriberCheck::new(t, publishers))
                 .collect(),
             latency,
+            timeline: Timeline::default(),
             pending: 0,
             last_delivery_nanos: None,
         }
@@ -677,13 +690,11 @@ impl Handler for CheckHandler {
         }
         let Some(stamp) = stamp else { return };
         let now = shared.now_nanos();
-        let phase = self
-            .phases
-            .index(stamp.sent_nanos.saturating_sub(shared.start_nanos()));
-        record_latency(
-            &mut self.latency[phase],
-            now.saturating_sub(stamp.sent_nanos),
-        );
+        let start = shared.start_nanos();
+        let latency = now.saturating_sub(stamp.sent_nanos);
+        let phase = self.phases.index(stamp.sent_nanos.saturating_sub(start));
+        record_latency(&mut self.latency[phase], latency);
+        self.timeline.record(now.saturating_sub(start), latency);
         self.pending += 1;
         self.last_delivery_nanos = Some(now);
     }
@@ -749,6 +760,19 @@ mod tests {
     }
 
     #[test]
+    fn timeline_counts_every_delivery() {
+        let broker = FakeBroker::start(Fault::None);
+        let report = execute(&plan(&broker, 3)).unwrap();
+        let total: u64 = report.timeline.iter().map(|e| e.deliveries).sum();
+        assert_eq!(total, 3000);
+        // Two seconds of publishing at 500/s deliver in seconds 0 and 1, perhaps a few in 2.
+        assert!(report.timeline.len() >= 2, "{:?}", report.timeline);
+        assert!(report.timeline.len() <= 3, "{:?}", report.timeline);
+        let fast = report.classes.iter().find(|c| c.class == "fast").unwrap();
+        assert!(fast.timeline.is_none());
+    }
+
+    #[test]
     fn dropped_message_counts_loss_and_gap() {
         let broker = FakeBroker::start(Fault::Drop(5));
         let report = execute(&plan(&broker, 2)).unwrap();
@@ -784,6 +808,9 @@ mod tests {
         assert!(report.passed, "{}", load_text(&report));
         let slow = report.classes.iter().find(|c| c.class == "slow").unwrap();
         assert_eq!(slow.counts.delivered, 1000);
+        let slow_timeline = slow.timeline.as_ref().unwrap();
+        let slow_total: u64 = slow_timeline.iter().map(|e| e.deliveries).sum();
+        assert_eq!(slow_total, 1000);
         assert_eq!(report.phases.len(), 4);
     }
 

@@ -11,6 +11,7 @@ mod check;
 pub(crate) mod fanout;
 pub(crate) mod idle;
 mod load;
+mod machine;
 pub(crate) mod moderation;
 mod pool;
 mod procfs;
@@ -24,6 +25,7 @@ mod slow_reader;
 mod sockets;
 pub(crate) mod spike;
 mod stamp;
+mod timeline;
 pub(crate) mod topics;
 mod tree;
 

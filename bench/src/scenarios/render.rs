@@ -5,8 +5,10 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::check::DeliveryCounts;
+use super::machine::Machine;
 use super::procfs::ProcessUsage;
 use super::proto::BrokerKind;
+use super::timeline::TimelineEntry;
 use crate::report::LatencySummary;
 
 /// Deliveries of one class of subscribers within one phase of the run, by send time.
@@ -38,6 +40,10 @@ pub(crate) struct ClassReport {
     #[serde(flatten)]
     pub(crate) counts: DeliveryCounts,
     pub(crate) publish_deliver_ms: LatencySummary,
+    /// Deliveries per second of delivery time; absent for the fast subscribers, whose
+    /// timeline is the report's `timeline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timeline: Option<Vec<TimelineEntry>>,
 }
 
 /// Outcome of one load run.
@@ -46,6 +52,8 @@ pub(crate) struct LoadReport {
     pub(crate) scenario: &'static str,
     /// Start of the run, RFC 3339 in UTC.
     pub(crate) date: String,
+    /// The machine the bench ran on, which for loopback runs is also the broker's.
+    pub(crate) machine: Machine,
     pub(crate) broker: BrokerKind,
     /// MQTT quality of service; absent for other brokers.
     pub(crate) mqtt_qos: Option<u8>,
@@ -81,6 +89,9 @@ pub(crate) struct LoadReport {
     pub(crate) publish_deliver_ms: LatencySummary,
     pub(crate) classes: Vec<ClassReport>,
     pub(crate) phases: Vec<PhaseReport>,
+    /// The fast subscribers' deliveries per second of delivery time, from the start of
+    /// publishing to the last delivery.
+    pub(crate) timeline: Vec<TimelineEntry>,
     pub(crate) broker_process: Option<ProcessUsage>,
     /// The bench's own CPU time and memory over the same interval.
     pub(crate) bench_process: Option<ProcessUsage>,

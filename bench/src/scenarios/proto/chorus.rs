@@ -122,6 +122,7 @@ impl Session for ChorusSession {
             max_frame: DEFAULT_MAX_FRAME,
             client_name: self.config.client_name.clone(),
             token: String::new(),
+            features: 0,
         };
         Frame::Hello(hello).encode(out);
         self.state = State::Preamble;
@@ -200,6 +201,7 @@ mod tests {
             server_name: "chorusd/test".to_owned(),
             max_payload: 65536,
             idle_timeout_ms: 60_000,
+            features: 0,
         })
     }
 
