@@ -150,24 +150,24 @@ impl Watcher {
         })
     }
 
-    /// Waits until the latest viewer count is `expected`, then checks that it stays so.
+    /// Waits until the viewer count settles at `expected`: a reading of SETTLE brings no new
+    /// record and the latest one says `expected`. A record read first with `StartAt::Last` may
+    /// predate changes still on their way, so reaching `expected` once is not enough.
     fn expect_viewers(&mut self, expected: u64) {
-        let reached = self.read_until(Instant::now() + WAIT, |records| {
-            viewers_of(records.last()) == Some(expected)
-        });
-        assert!(
-            reached,
-            "viewer count did not reach {expected}; records: {:?}",
-            self.records
-        );
-        let seen = self.records.len();
-        self.read_until(Instant::now() + SETTLE, |_| false);
-        assert_eq!(
-            self.latest_viewers(),
-            Some(expected),
-            "viewer count after settling; records since: {:?}",
-            &self.records[seen..]
-        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = self.records.len();
+            let until = (Instant::now() + SETTLE).min(deadline);
+            self.read_until(until, |_| false);
+            if self.records.len() == seen && self.latest_viewers() == Some(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "viewer count did not settle at {expected}; records: {:?}",
+                self.records
+            );
+        }
     }
 }
 
