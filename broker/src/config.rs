@@ -391,6 +391,16 @@ impl Config {
                 limits.max_payload, limits.max_frame
             )));
         }
+        if limits.max_batch_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_batch_bytes must be above 0".into(),
+            ));
+        }
+        if limits.hello_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.hello_timeout_ms must be above 0".into(),
+            ));
+        }
         if limits.max_batch_bytes > limits.max_frame as usize {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_batch_bytes ({}) must not exceed limits.max_frame ({})",
@@ -508,6 +518,23 @@ mod tests {
         let mut config = Config::default();
         config.limits.max_payload = config.limits.max_frame;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn zero_batch_bytes_is_invalid() {
+        let mut config = Config::default();
+        config.limits.max_batch_bytes = 0;
+        config.limits.worker_queue_bytes = 0;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("limits.max_batch_bytes"), "{message}");
+    }
+
+    #[test]
+    fn zero_hello_timeout_is_invalid() {
+        let mut config = Config::default();
+        config.limits.hello_timeout_ms = 0;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("limits.hello_timeout_ms"), "{message}");
     }
 
     const TOPIC_OVERRIDES: &str = r#"

@@ -18,7 +18,7 @@ use crate::worker::{Worker, FIRST_CONN};
 
 /// Bytes an EVENTS frame takes beyond its entries at most: header, longest topic, stream id and
 /// count.
-const EVENTS_HEAD_ROOM: usize = chorus_protocol::HEADER_LEN + 1 + 255 + 8 + 4;
+pub(crate) const EVENTS_HEAD_ROOM: usize = chorus_protocol::HEADER_LEN + 1 + 255 + 8 + 4;
 
 impl Worker {
     /// Decodes and handles every whole frame in the connection's read buffer.
@@ -155,9 +155,17 @@ impl Worker {
             .conn_mut(token)
             .expect("caller checked the connection exists")
             .id;
-        if let Err(message) = self.shared.lineage.admit(conn_id, &hello.client_name) {
-            self.fail_conn(token, ErrorCode::UnexpectedFrame, message);
-            return;
+        match self.shared.lineage.admit(conn_id, &hello.client_name) {
+            Ok(true) => {
+                if let Some(relay) = self.shared.relay.as_ref() {
+                    relay.announce_chain();
+                }
+            }
+            Ok(false) => {}
+            Err(message) => {
+                self.fail_conn(token, ErrorCode::UnexpectedFrame, message);
+                return;
+            }
         }
         let conn = self
             .conn_mut(token)

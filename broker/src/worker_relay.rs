@@ -49,9 +49,11 @@ impl Worker {
                 return;
             };
             let subscribed = relay.upstream == Upstream::Subscribed;
+            // Every join restarts the linger time, also one that leaves again before the
+            // linger timer's next pass sees it.
+            relay.idle_since = None;
             if relay.upstream == Upstream::Idle {
                 relay.upstream = Upstream::Subscribing;
-                relay.idle_since = None;
                 debug!(topic = %topic.name, "first local subscriber; subscribing upstream");
                 if let Some(links) = shared.relay.as_ref() {
                     links.subscribe_upstream(&topic);

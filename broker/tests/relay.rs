@@ -571,3 +571,62 @@ fn relay_links_to_origin_over_mutual_tls() {
     let events = collect_events(&mut subscriber, &topic, 10);
     assert_in_order(&events, 0, payload);
 }
+
+/// A relay forwards batches as its upstream cut them, so an upstream that cuts larger batches
+/// than the relay sends must refuse the link, not make the relay exceed what it announced.
+#[test]
+fn upstream_with_larger_batches_refuses_the_link() {
+    let dir = TestDir::new();
+    let config = dir.write_config("[limits]\nmax_batch_bytes = 1000000\n");
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let origin = Node { broker, dir };
+    let relay = relay(&[origin.addr()], "");
+
+    relay.broker.wait_for_log("HELLO max_frame is", WAIT);
+    let connected = relay
+        .broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("connected upstream"))
+        .count();
+    assert_eq!(connected, 0, "links the upstream accepted");
+}
+
+/// A relay on its fallback moves back to the primary only once the primary serves a topic: a
+/// primary that is up but cut off from every upstream of its own would hold every subscription.
+#[test]
+fn relay_stays_on_fallback_while_primary_has_no_upstream() {
+    let origin = origin();
+    let primary_addr = free_addr();
+    let mut primary = relay_on(&primary_addr, &[origin.addr()], "");
+    let fallback = relay(&[origin.addr()], "");
+    let edge = relay(
+        &[primary_addr.clone(), fallback.addr()],
+        "primary_retry_ms = 200",
+    );
+    let topic = topic("relay/probe");
+    let mut subscriber = subscribe(&edge.addr(), &topic, StartAt::Latest);
+    let mut publisher = connect(&origin.addr());
+    publish_pipelined(&mut publisher, &topic, &payloads(0..10));
+    assert_in_order(&collect_events(&mut subscriber, &topic, 10), 0, payload);
+
+    primary.broker.kill();
+    wait_connected(&edge, 2);
+    let cut_off = relay_on(&primary_addr, &[free_addr()], "");
+    // The edge's probe subscribes at the cut-off primary, which holds the subscription.
+    cut_off
+        .broker
+        .wait_for_log("first local subscriber; subscribing upstream", WAIT);
+    edge.broker
+        .wait_for_log("primary upstream still unavailable", WAIT);
+
+    publish_pipelined(&mut publisher, &topic, &payloads(10..20));
+    assert_in_order(&collect_events(&mut subscriber, &topic, 10), 10, payload);
+    let connections = edge
+        .broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("connected upstream"))
+        .count();
+    assert_eq!(connections, 2, "upstream connections of the edge");
+}

@@ -184,6 +184,12 @@ fn relay_without_compression_gets_plain_events() {
     let link = relay.link();
     assert_eq!(link["zstd_events"], Value::Bool(false), "link {link}");
     assert_eq!(as_u64(&link, "zstd_bytes_received"), 0, "link {link}");
+    let payload_bytes: usize = payloads(0..1000).iter().map(Vec::len).sum();
+    let plain = as_u64(&link, "events_bytes_received");
+    assert!(
+        plain > payload_bytes as u64,
+        "{plain} bytes of EVENTS frames carry {payload_bytes} bytes of payload"
+    );
 }
 
 #[test]

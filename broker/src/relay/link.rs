@@ -32,8 +32,9 @@ use tracing::{debug, error, info, info_span, trace, warn};
 use super::cache::{frame_span, tail_frame, tombstone_targets};
 use super::forward::{Author, ModerateReply};
 use super::status::update_link;
-use super::{hand_to_workers, tell_workers, Upstream};
+use super::{hand_to_workers, tell_workers, RelayTopic, Upstream};
 use crate::compress::CompressedCopy;
+use crate::handler::EVENTS_HEAD_ROOM;
 use crate::server::{Shared, WorkerMsg};
 use crate::topics::{Batch, TopicState};
 
@@ -53,8 +54,9 @@ pub(crate) enum Command {
     /// Subscribes upstream to the topic as its state requires: from the last
     /// `relay.cache_comments` comments while subscribing, from the cache's end once subscribed.
     Subscribe(Arc<TopicState>),
-    /// Ends the upstream subscription to the topic.
-    Unsubscribe(Topic),
+    /// Ends the upstream subscription to the topic, unless a later one already went out on
+    /// this connection (see [`unsubscribe_applies`]).
+    Unsubscribe(Arc<TopicState>),
     /// Forwards a client's publish upstream: as RELAY_PUBLISH when it has an author, as
     /// PUBLISH otherwise.
     Publish {
@@ -74,12 +76,19 @@ pub(crate) enum Command {
     Report(Vec<Frame>),
     /// The reader of connection number `generation` stopped, for the reason given.
     Lost { generation: u64, error: String },
-    /// A probe of the primary upstream, started during connection number `generation` to a
-    /// fallback, finished: with the primary's connection after its WELCOME, or with the error.
+    /// A probe started during connection number `generation` finished: with the connection
+    /// to upstream number `target` after its WELCOME, or with the error. A probe goes to the
+    /// primary while the link is on a fallback, or, to announce the relay chain, to the
+    /// upstream the link is on.
     Probe {
         generation: u64,
+        target: usize,
         result: Result<Box<Connection>, String>,
     },
+    /// A relay joined below this one with ids that the chain in this link's HELLO lacks: the
+    /// link connects to its upstream again, so that the upstream checks the longer chain for
+    /// a loop. The new connection replaces the current one as a return to the primary does.
+    AnnounceChain,
     /// Closes the connection and ends the link.
     Stop,
 }
@@ -207,13 +216,20 @@ impl Failover {
     }
 }
 
-/// Draws a delay uniformly from zero to `ceiling` (full jitter).
-fn jitter(ceiling: Duration) -> Duration {
+/// Draws a delay uniformly from zero to `ceiling` (full jitter) with `rng`.
+pub(super) fn jitter(ceiling: Duration, rng: &mut impl Rng) -> Duration {
     if ceiling.is_zero() {
         return ceiling;
     }
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+    Duration::from_nanos(rng.gen_range(0..=nanos))
+}
+
+/// Returns when the next probe of the primary starts for a connection to target number
+/// `target` made or probed at `now`: `retry` later on a fallback, and never on the primary or
+/// when `retry` is zero.
+pub(super) fn probe_deadline(target: usize, retry: Duration, now: Instant) -> Option<Instant> {
+    (target != 0 && !retry.is_zero()).then(|| now + retry)
 }
 
 /// A running link thread.
@@ -247,6 +263,8 @@ impl LinkThread {
             generation: 0,
             probe_due: None,
             probing: false,
+            current: 0,
+            announce_pending: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("chorusd-link-{index}"))
@@ -274,15 +292,15 @@ enum Step {
     Continue,
     Lost(String),
     Stop,
-    /// The primary answered a probe: the link moves to this connection.
-    ReturnToPrimary(Box<Connection>),
+    /// A probe succeeded: the link moves to this connection to upstream number `usize`.
+    Switch(Box<Connection>, usize),
 }
 
 /// How a connection's session ended.
 enum SessionEnd {
     Lost,
     Stop,
-    ReturnToPrimary(Box<Connection>),
+    Switch(Box<Connection>, usize),
 }
 
 /// Longest wait, when leaving a fallback for the primary, for the acknowledgements of publishes
@@ -300,8 +318,12 @@ struct Link {
     generation: u64,
     /// When the next probe of the primary starts, while connected to a fallback.
     probe_due: Option<Instant>,
-    /// Whether a probe of the primary is running.
+    /// Whether a probe is running.
     probing: bool,
+    /// Upstream number of the current connection.
+    current: usize,
+    /// Whether the relay chain changed while a probe was running, whose HELLO may lack it.
+    announce_pending: bool,
 }
 
 impl Link {
@@ -310,7 +332,7 @@ impl Link {
         let _entered = span.enter();
         loop {
             let attempt = self.failover.next_attempt();
-            if !self.wait_disconnected(jitter(attempt.ceiling)) {
+            if !self.wait_disconnected(jitter(attempt.ceiling, &mut rand::thread_rng())) {
                 return;
             }
             let target = self.targets[attempt.target].clone();
@@ -347,8 +369,9 @@ impl Link {
     /// Serves `conn` to target number `target`, and after it each connection to the primary
     /// that replaces a fallback. Returns whether the link stops.
     fn serve_until_lost(&mut self, mut conn: Connection, mut target: usize) -> bool {
-        // Each pass either ends the loop or moves from a fallback to the primary, and the
-        // primary is never probed, so this loop runs at most twice.
+        // Each pass either ends the loop or moves to the connection of a successful probe: to
+        // the primary, or to the same upstream with a longer relay chain, which relays joining
+        // below bound.
         loop {
             let address = self.targets[target].clone();
             self.failover.connected(Instant::now());
@@ -360,14 +383,19 @@ impl Link {
                     update_link(&self.shared, self.index, |s| s.lost());
                     return false;
                 }
-                SessionEnd::ReturnToPrimary(primary) => {
-                    info!(from = %address, to = %self.targets[0], "returning to the primary upstream");
-                    update_link(&self.shared, self.index, |s| {
-                        s.lost();
-                        s.primary_returns += 1;
-                    });
-                    conn = *primary;
-                    target = 0;
+                SessionEnd::Switch(next, next_target) => {
+                    if next_target == target {
+                        info!(upstream = %address, "connected upstream again to announce the relays below");
+                        update_link(&self.shared, self.index, |s| s.lost());
+                    } else {
+                        info!(from = %address, to = %self.targets[next_target], "returning to the primary upstream");
+                        update_link(&self.shared, self.index, |s| {
+                            s.lost();
+                            s.primary_returns += 1;
+                        });
+                    }
+                    conn = *next;
+                    target = next_target;
                 }
             }
         }
@@ -376,21 +404,39 @@ impl Link {
     /// Starts a thread that connects to the primary upstream with a plain connect and HELLO,
     /// and reports the outcome as [`Command::Probe`].
     fn start_probe(&mut self) {
-        let Some(primary) = self.targets.first().cloned() else {
+        self.start_probe_of(0);
+    }
+
+    /// Starts a probe of upstream number `target`, as [`Link::start_probe`] does for the
+    /// primary.
+    fn start_probe_of(&mut self, target: usize) {
+        let Some(primary) = self.targets.get(target).cloned() else {
             return;
         };
         let options = self.options();
         let generation = self.generation;
         let shared = self.shared.clone();
         let index = self.index;
+        // The upstream the link is on already serves it, and announcing the chain must not
+        // wait for a subscription.
+        let check = if target == self.current {
+            None
+        } else {
+            self.probe_topic()
+        };
         let spawned = std::thread::Builder::new()
             .name(format!("chorusd-link-{index}-probe"))
             .spawn(move || {
-                let result = Connection::connect(&primary, &options)
-                    .map(Box::new)
-                    .map_err(|e| e.to_string());
+                let result = probe_primary(&primary, &options, check.as_ref());
                 if let Some(relay) = shared.relay.as_ref() {
-                    relay.send(index, Command::Probe { generation, result });
+                    relay.send(
+                        index,
+                        Command::Probe {
+                            generation,
+                            target,
+                            result,
+                        },
+                    );
                 }
             });
         match spawned {
@@ -402,12 +448,50 @@ impl Link {
         }
     }
 
+    /// Handles the outcome of a connection made to announce the relay chain: the link moves
+    /// to it, or leaves its upstream when the upstream found a loop in the chain.
+    fn on_announced(&mut self, result: Result<Box<Connection>, String>) -> Step {
+        match result {
+            Ok(conn) => Step::Switch(conn, self.current),
+            Err(error) if error.contains("relay loop") => {
+                error!(upstream = %self.targets[self.current], %error, "the relay chain announced upstream closes a loop; leaving that upstream");
+                Step::Lost(error)
+            }
+            Err(error) => {
+                warn!(upstream = %self.targets[self.current], %error, "failed to announce the relay chain upstream; it goes with the next reconnect");
+                self.resume_announce();
+                Step::Continue
+            }
+        }
+    }
+
+    /// Starts the announcement of the relay chain that arrived while a probe was running.
+    fn resume_announce(&mut self) {
+        if self.announce_pending && !self.probing {
+            self.announce_pending = false;
+            self.start_probe_of(self.current);
+        }
+    }
+
+    /// Returns a topic this link subscribes to upstream, for the probe of the primary to
+    /// subscribe to; `None` when the link has none.
+    fn probe_topic(&self) -> Option<Topic> {
+        let relay = self.shared.relay.as_ref()?;
+        self.shared.registry.loaded().into_iter().find_map(|topic| {
+            if relay.link_index(&topic.name) != self.index {
+                return None;
+            }
+            let inner = topic.inner.lock();
+            let state = inner.relay.as_ref()?;
+            (state.upstream != Upstream::Idle).then(|| topic.name.clone())
+        })
+    }
+
     /// Schedules the next probe of the primary, when connected to fallback number `target`
     /// and `relay.primary_retry_ms` is above 0.
     fn schedule_probe(&mut self, target: usize) {
-        let retry = self.shared.config.relay.primary_retry_ms;
-        self.probe_due =
-            (target != 0 && retry > 0).then(|| Instant::now() + Duration::from_millis(retry));
+        let retry = Duration::from_millis(self.shared.config.relay.primary_retry_ms);
+        self.probe_due = probe_deadline(target, retry, Instant::now());
     }
 
     /// Waits for the next command, starting the probe of the primary when it is due. Returns
@@ -428,15 +512,23 @@ impl Link {
         self.commands.recv().ok()
     }
 
-    /// Handles the outcome of a probe of the primary.
-    fn on_probe(&mut self, generation: u64, result: Result<Box<Connection>, String>) -> Step {
+    /// Handles the outcome of a probe.
+    fn on_probe(
+        &mut self,
+        generation: u64,
+        target: usize,
+        result: Result<Box<Connection>, String>,
+    ) -> Step {
         if generation != self.generation {
             // A probe from an earlier connection; its connection, if any, closes on drop.
             return Step::Continue;
         }
         self.probing = false;
+        if target == self.current {
+            return self.on_announced(result);
+        }
         match result {
-            Ok(conn) => Step::ReturnToPrimary(conn),
+            Ok(conn) => Step::Switch(conn, target),
             Err(error) => {
                 debug!(upstream = %self.targets[0], %error, "primary upstream still unavailable");
                 self.schedule_probe(1);
@@ -469,7 +561,12 @@ impl Link {
             token: self.upstream_token(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: Some(READ_POLL),
-            max_frame: config.limits.max_frame,
+            // The relay forwards its upstream's batches as they are, and tells its own clients
+            // that it sends frames of up to max_batch_bytes and the head room. Asking the
+            // upstream for no more makes an upstream with larger batches refuse the link with
+            // FRAME_TOO_LARGE, rather than this relay sending clients more than it announced.
+            max_frame: u32::try_from(config.limits.max_batch_bytes + EVENTS_HEAD_ROOM)
+                .unwrap_or(u32::MAX),
             features: match config.relay.compression {
                 true => features::ZSTD_EVENTS,
                 false => 0,
@@ -510,6 +607,8 @@ impl Link {
                 Command::Report(_) => {}
                 // A probe of an earlier connection; its connection closes on drop.
                 Command::Probe { .. } => {}
+                // The next connection's HELLO carries the current chain.
+                Command::AnnounceChain => {}
             }
             if left.is_zero() {
                 return true;
@@ -522,6 +621,7 @@ impl Link {
     fn serve(&mut self, conn: Connection, target: &str, index: usize) -> SessionEnd {
         self.generation += 1;
         self.probing = false;
+        self.current = index;
         self.schedule_probe(index);
         let welcome = conn.welcome().clone();
         let zstd = welcome.features & features::ZSTD_EVENTS != 0;
@@ -577,9 +677,9 @@ impl Link {
                 SessionEnd::Lost
             }
             Step::Continue => SessionEnd::Lost,
-            Step::ReturnToPrimary(primary) => {
+            Step::Switch(next, next_target) => {
                 session.wait_for_acks(RETURN_DRAIN);
-                SessionEnd::ReturnToPrimary(primary)
+                SessionEnd::Switch(next, next_target)
             }
         };
 
@@ -650,12 +750,34 @@ impl Link {
                 return Step::Lost(error);
             }
             Command::Lost { .. } => Ok(()),
-            Command::Probe { generation, result } => return self.on_probe(generation, result),
+            Command::Probe {
+                generation,
+                target,
+                result,
+            } => return self.on_probe(generation, target, result),
+            Command::AnnounceChain => {
+                self.announce_pending = true;
+                self.resume_announce();
+                Ok(())
+            }
             Command::Subscribe(topic) => match self.subscribe_request(&topic) {
                 Some(subscribe) => session.writer.send(&Frame::Subscribe(subscribe)),
                 None => Ok(()),
             },
-            Command::Unsubscribe(topic) => session.writer.send(&Frame::Unsubscribe(topic)),
+            Command::Unsubscribe(topic) => {
+                let applies = topic
+                    .inner
+                    .lock()
+                    .relay
+                    .as_ref()
+                    .is_none_or(|relay| unsubscribe_applies(relay, self.generation));
+                if applies {
+                    session.writer.send(&Frame::Unsubscribe(topic.name.clone()))
+                } else {
+                    debug!(topic = %topic.name, "subscribed again on this connection; UNSUBSCRIBE dropped");
+                    Ok(())
+                }
+            }
             Command::Publish {
                 topic,
                 payload,
@@ -676,21 +798,8 @@ impl Link {
     fn subscribe_request(&self, topic: &TopicState) -> Option<Subscribe> {
         let mut inner = topic.inner.lock();
         let relay = inner.relay.as_mut()?;
-        if relay.requested_on == self.generation {
-            return None;
-        }
-        let (start, stream) = match relay.upstream {
-            Upstream::Idle => return None,
-            // The first subscription warms the cache, so "last N" is served at this relay.
-            Upstream::Subscribing => (StartAt::Last(self.shared.config.relay.cache_comments), 0),
-            Upstream::Subscribed => (StartAt::Offset(relay.cache.end()), relay.cache.stream()),
-        };
-        relay.requested_on = self.generation;
-        Some(Subscribe {
-            topic: topic.name.clone(),
-            start,
-            stream,
-        })
+        let cache_comments = self.shared.config.relay.cache_comments;
+        subscribe_request(relay, &topic.name, self.generation, cache_comments)
     }
 
     /// Subscribes again to every topic of this link that has an upstream subscription.
@@ -712,6 +821,73 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// Longest wait for the primary's SUBSCRIBED during a probe. A primary that is a relay answers
+/// once its own upstream has; one cut off from its upstream holds the subscription.
+const PROBE_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the primary and checks that it serves: when `check` names a topic, a first
+/// connection must get SUBSCRIBED for it, which a relay without an upstream of its own never
+/// sends, so the link does not move to a primary that would stall every topic. That connection
+/// is then closed and a fresh one returned, so that the link's session starts with no
+/// subscription and resumes every topic from its cache.
+fn probe_primary(
+    primary: &str,
+    options: &Options,
+    check: Option<&Topic>,
+) -> Result<Box<Connection>, String> {
+    if let Some(topic) = check {
+        let probe_options = Options {
+            read_timeout: Some(PROBE_SUBSCRIBE_TIMEOUT),
+            ..options.clone()
+        };
+        let mut conn = Connection::connect(primary, &probe_options).map_err(|e| e.to_string())?;
+        conn.subscribe(topic, StartAt::Latest, 0).map_err(|e| {
+            format!("connected, but no SUBSCRIBED for topic {topic} within 5 s: {e}")
+        })?;
+    }
+    Connection::connect(primary, options)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Returns the SUBSCRIBE for topic `name` that its upstream state calls for on connection
+/// number `generation`, and records it as sent. Returns `None` when the topic needs no upstream
+/// subscription or already has one on this connection.
+pub(super) fn subscribe_request(
+    relay: &mut RelayTopic,
+    name: &Topic,
+    generation: u64,
+    cache_comments: u64,
+) -> Option<Subscribe> {
+    if relay.requested_on == generation {
+        return None;
+    }
+    let (start, stream) = match relay.upstream {
+        Upstream::Idle => return None,
+        // The first subscription warms the cache, so "last N" is served at this relay.
+        Upstream::Subscribing => (StartAt::Last(cache_comments), 0),
+        Upstream::Subscribed => (StartAt::Offset(relay.cache.end()), relay.cache.stream()),
+    };
+    relay.requested_on = generation;
+    Some(Subscribe {
+        topic: name.clone(),
+        start,
+        stream,
+    })
+}
+
+/// Returns whether the UNSUBSCRIBE that the linger timer queued for a topic, now in state
+/// `relay`, still goes out on connection number `generation`.
+///
+/// It does not when a SUBSCRIBE for a later subscription of the topic already went out on this
+/// connection, because the upstream would end that one. That happens when the link handles the
+/// commands late: the resume after a reconnect, or a Subscribe queued before the UNSUBSCRIBE,
+/// sends the SUBSCRIBE that the topic's current state calls for. Ending a subscription clears
+/// `requested_on`, so a value equal to `generation` means such a SUBSCRIBE.
+pub(super) fn unsubscribe_applies(relay: &RelayTopic, generation: u64) -> bool {
+    relay.requested_on != generation
 }
 
 /// The writing half of one connection and the requests in flight on it.
@@ -872,7 +1048,12 @@ impl Reader {
 
     fn on_frame(&self, frame: Frame) {
         match frame {
-            Frame::Events(events) => self.on_events(events),
+            Frame::Events(events) => {
+                let len = self.on_events(events);
+                update_link(&self.shared, self.index, |s| {
+                    s.events_bytes_received += len as u64;
+                });
+            }
             Frame::EventsZstd(compressed) => self.on_compressed_events(compressed),
             Frame::Subscribed(subscribed) => self.on_subscribed(&subscribed),
             Frame::PublishAck(ack) => {
@@ -912,73 +1093,42 @@ impl Reader {
             s.zstd_bytes_received += received as u64;
             s.zstd_bytes_decompressed += plain as u64;
         });
-        self.on_events(events);
+        // The frame is counted above as compressed, not as plain EVENTS.
+        let _ = self.on_events(events);
     }
 
-    /// Caches an upstream batch and hands it to the workers with subscribers.
+    /// Caches an upstream batch and hands it to the workers with subscribers, and returns the
+    /// length of its EVENTS frame.
     ///
     /// The decoded frame is encoded again, which gives back the upstream's bytes exactly
     /// (the encoding has one form), because the client hands out frames decoded.
-    fn on_events(&self, events: Events) {
-        let Ok(topic) = self.shared.registry.get(events.topic()) else {
-            return;
-        };
+    fn on_events(&self, events: Events) -> usize {
+        let topic = self.shared.registry.get(events.topic());
         let stream = events.stream();
-        let mut frame = Frame::Events(events).to_bytes();
-        let Some((mut first, last, mut count)) = frame_span(&frame) else {
-            return;
+        let frame = Frame::Events(events).to_bytes();
+        let len = frame.len();
+        let Ok(topic) = topic else {
+            return len;
+        };
+        let Some(span) = frame_span(&frame) else {
+            return len;
         };
 
         let mut inner = topic.inner.lock();
         let Some(relay) = inner.relay.as_mut() else {
-            return;
+            return len;
         };
-        if relay.upstream != Upstream::Subscribed {
-            trace!(topic = %topic.name, first, "EVENTS for a topic not subscribed upstream; dropped");
-            return;
-        }
-        if relay.cache.stream() == 0 {
-            relay.cache.adopt_stream(stream);
-        } else if stream != relay.cache.stream() {
-            // The topic was recreated upstream during the subscription. The cache starts over
-            // on the new stream; subscribers switch when they see it (see `offer_batch`).
-            info!(topic = %topic.name, old = relay.cache.stream(), new = stream, first, "stream changed upstream; cache cleared");
-            relay.cache.reset(stream, first, first);
-        }
-        let end = relay.cache.end();
-        if last < end {
-            trace!(topic = %topic.name, first, last, "EVENTS already cached; dropped");
-            return;
-        }
-        if first < end {
-            // A repeated SUBSCRIBE can make the upstream send comments again.
-            (frame, count) = tail_frame(&topic.name, stream, &frame, end);
-            first = end;
-        }
-        let batch = Batch {
-            first,
-            end: last + 1,
-            frame,
-            appended: Instant::now(),
-            stream,
-            compressed: CompressedCopy::default(),
+        let appended = Instant::now();
+        let Some(batch) = cache_upstream_batch(relay, &topic.name, stream, frame, span, appended)
+        else {
+            return len;
         };
-        relay.cache.push(batch.clone(), count);
-        // The batch goes to the workers unchanged, and only the cached copy loses deleted text.
-        for target in tombstone_targets(&batch.frame) {
-            let applied = relay.cache.apply_tombstone(&topic.name, target);
-            debug!(
-                topic = %topic.name,
-                offset = target,
-                cached = applied,
-                "tombstone passed through"
-            );
-        }
         let wake = hand_to_workers(&self.shared, &topic, &inner, &batch);
         drop(inner);
         for worker in wake {
             self.shared.workers[worker].wake();
         }
+        len
     }
 
     /// Marks the topic subscribed and notifies the workers. They complete the subscriptions
@@ -991,34 +1141,8 @@ impl Reader {
         let Some(relay) = inner.relay.as_mut() else {
             return;
         };
-        let Subscribed {
-            stream, start, end, ..
-        } = *subscribed;
-        let name = &topic.name;
-        match relay.upstream {
-            Upstream::Idle => {
-                debug!(topic = %name, "SUBSCRIBED for a topic no longer wanted; ignored");
-                return;
-            }
-            Upstream::Subscribing => {
-                info!(topic = %name, stream, start, end, "subscribed upstream");
-                relay.upstream = Upstream::Subscribed;
-                relay.cache.reset(stream, start, end);
-            }
-            Upstream::Subscribed if relay.cache.stream() == stream => {
-                if start > relay.cache.end() {
-                    warn!(topic = %name, expected = relay.cache.end(), start, "upstream no longer keeps the comments after the cache; offsets jump");
-                }
-                debug!(topic = %name, stream, start, end, "resumed upstream");
-                relay.cache.announce_end(end);
-            }
-            Upstream::Subscribed => {
-                let old = relay.cache.stream();
-                if old != 0 {
-                    info!(topic = %name, old, new = stream, start, "stream changed upstream; cache cleared");
-                }
-                relay.cache.reset(stream, start, end);
-            }
+        if !apply_subscribed(relay, &topic.name, subscribed) {
+            return;
         }
         let wake = tell_workers(&self.shared, &inner, || WorkerMsg::UpstreamSubscribed {
             topic: topic.clone(),
@@ -1058,6 +1182,105 @@ impl Reader {
             self.shared.workers[worker].wake();
         }
     }
+}
+
+/// Puts an upstream EVENTS frame of `stream` into the topic's cache, and returns it as the batch
+/// for the workers. `span` is the frame's first offset, last offset and number of comments, as
+/// [`frame_span`] reads them.
+///
+/// Returns `None` when the topic is not subscribed upstream or every comment is already
+/// cached. A frame that overlaps the cache is cut to the comments after it. A frame on another
+/// stream starts the cache over, and only the cached copy loses the text that the frame's
+/// tombstones delete.
+pub(super) fn cache_upstream_batch(
+    relay: &mut RelayTopic,
+    name: &Topic,
+    stream: u64,
+    mut frame: Bytes,
+    span: (u64, u64, u64),
+    appended: Instant,
+) -> Option<Batch> {
+    let (mut first, last, mut count) = span;
+    if relay.upstream != Upstream::Subscribed {
+        trace!(topic = %name, first, "EVENTS for a topic not subscribed upstream; dropped");
+        return None;
+    }
+    if relay.cache.stream() == 0 {
+        relay.cache.adopt_stream(stream);
+    } else if stream != relay.cache.stream() {
+        // The topic was recreated upstream during the subscription. The cache starts over
+        // on the new stream; subscribers switch when they see it (see `offer_batch`).
+        info!(topic = %name, old = relay.cache.stream(), new = stream, first, "stream changed upstream; cache cleared");
+        relay.cache.reset(stream, first, first);
+    }
+    let end = relay.cache.end();
+    if last < end {
+        trace!(topic = %name, first, last, "EVENTS already cached; dropped");
+        return None;
+    }
+    if first < end {
+        // A repeated SUBSCRIBE can make the upstream send comments again.
+        (frame, count) = tail_frame(name, stream, &frame, end);
+        first = end;
+    }
+    let batch = Batch {
+        first,
+        end: last + 1,
+        frame,
+        appended,
+        stream,
+        compressed: CompressedCopy::default(),
+    };
+    relay.cache.push(batch.clone(), count);
+    // The batch goes to the workers unchanged, and only the cached copy loses deleted text.
+    for target in tombstone_targets(&batch.frame) {
+        let applied = relay.cache.apply_tombstone(name, target);
+        debug!(
+            topic = %name,
+            offset = target,
+            cached = applied,
+            "tombstone passed through"
+        );
+    }
+    Some(batch)
+}
+
+/// Applies an upstream SUBSCRIBED to the topic's upstream state and cache. Returns false when
+/// the topic no longer wants an upstream subscription, so the workers need not hear of it.
+pub(super) fn apply_subscribed(
+    relay: &mut RelayTopic,
+    name: &Topic,
+    subscribed: &Subscribed,
+) -> bool {
+    let Subscribed {
+        stream, start, end, ..
+    } = *subscribed;
+    match relay.upstream {
+        Upstream::Idle => {
+            debug!(topic = %name, "SUBSCRIBED for a topic no longer wanted; ignored");
+            return false;
+        }
+        Upstream::Subscribing => {
+            info!(topic = %name, stream, start, end, "subscribed upstream");
+            relay.upstream = Upstream::Subscribed;
+            relay.cache.reset(stream, start, end);
+        }
+        Upstream::Subscribed if relay.cache.stream() == stream => {
+            if start > relay.cache.end() {
+                warn!(topic = %name, expected = relay.cache.end(), start, "upstream no longer keeps the comments after the cache; offsets jump");
+            }
+            debug!(topic = %name, stream, start, end, "resumed upstream");
+            relay.cache.announce_end(end);
+        }
+        Upstream::Subscribed => {
+            let old = relay.cache.stream();
+            if old != 0 {
+                info!(topic = %name, old, new = stream, start, "stream changed upstream; cache cleared");
+            }
+            relay.cache.reset(stream, start, end);
+        }
+    }
+    true
 }
 
 impl super::Relay {
@@ -1178,8 +1401,11 @@ mod tests {
     #[test]
     fn jitter_stays_within_ceiling() {
         for _ in 0..100 {
-            assert!(jitter(50 * MS) <= 50 * MS);
+            assert!(jitter(50 * MS, &mut rand::thread_rng()) <= 50 * MS);
         }
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        assert_eq!(
+            jitter(Duration::ZERO, &mut rand::thread_rng()),
+            Duration::ZERO
+        );
     }
 }

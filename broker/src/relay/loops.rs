@@ -6,12 +6,15 @@
 //! would receive its own subscriptions and publishes back, so it rejects the connection with
 //! ERROR `UNEXPECTED_FRAME` "relay loop".
 //!
-//! The check runs when a link connects. NOTE: two links of one loop that connect at the same
-//! moment each see a chain without the other, so such a loop is caught at the next reconnect
-//! of either link, not at once. A chain longer than `client_name` allows (255 bytes) is cut,
-//! and loops through the ids cut off go undetected.
+//! The check runs when a link connects, and the chain a link announced goes stale when relays
+//! join below afterwards. So when a relay admits a chain with an id it has not yet announced
+//! upstream, its links connect to their upstreams again with the longer chain (see
+//! `Command::AnnounceChain`), and a loop that the join closed is caught there. NOTE: two links
+//! of one loop that connect at the same moment each see a chain without the other, so such a
+//! loop is caught at the next announcement or reconnect. A chain longer than `client_name`
+//! allows (255 bytes) is cut, and loops through the ids cut off go undetected.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -28,6 +31,8 @@ pub(crate) struct Lineage {
     node_id: String,
     /// Relay chains by connection id.
     children: Mutex<HashMap<u64, Vec<String>>>,
+    /// Ids this node has put in a HELLO upstream, those cut off for length included.
+    announced: Mutex<HashSet<String>>,
 }
 
 impl Lineage {
@@ -41,6 +46,7 @@ impl Lineage {
         Lineage {
             node_id,
             children: Mutex::new(HashMap::new()),
+            announced: Mutex::new(HashSet::new()),
         }
     }
 
@@ -49,10 +55,11 @@ impl Lineage {
     }
 
     /// Checks the relay chain in a HELLO's `client_name`, if it has one. Remembers the chain of
-    /// an accepted relay under `conn_id`; returns the rejection message for a loop.
-    pub(crate) fn admit(&self, conn_id: u64, client_name: &str) -> Result<(), String> {
+    /// an accepted relay under `conn_id`, and returns whether it holds an id that this node has
+    /// not announced upstream yet; returns the rejection message for a loop.
+    pub(crate) fn admit(&self, conn_id: u64, client_name: &str) -> Result<bool, String> {
         let Some(chain) = parse_chain(client_name) else {
-            return Ok(());
+            return Ok(false);
         };
         if chain.contains(&self.node_id.as_str()) {
             return Err(format!(
@@ -61,9 +68,12 @@ impl Lineage {
                 chain.join(",")
             ));
         }
+        let announced = self.announced.lock();
+        let news = chain.iter().any(|id| !announced.contains(*id));
+        drop(announced);
         let chain = chain.into_iter().map(str::to_owned).collect();
         self.children.lock().insert(conn_id, chain);
-        Ok(())
+        Ok(news)
     }
 
     /// Forgets the chain of a closed connection.
@@ -77,6 +87,7 @@ impl Lineage {
         let mut below: Vec<String> = self.children.lock().values().flatten().cloned().collect();
         below.sort_unstable();
         below.dedup();
+        self.announced.lock().extend(below.iter().cloned());
         let mut text = format!("{name} {CHAIN_PREFIX}{}", self.node_id);
         for id in below {
             if text.len() + 1 + id.len() > MAX_CLIENT_NAME {
@@ -173,6 +184,18 @@ mod tests {
             regional.admit(conn, &name).unwrap();
         }
         assert!(regional.hello_name("chorusd").len() <= MAX_CLIENT_NAME);
+    }
+
+    #[test]
+    fn chain_with_unannounced_ids_is_news() {
+        let regional = Lineage::new("regional");
+        let first = regional.admit(1, "x chorus-relay/edge-1");
+        regional.hello_name("chorusd");
+        let again = regional.admit(2, "x chorus-relay/edge-1");
+        let longer = regional.admit(3, "x chorus-relay/edge-2,edge-1");
+        assert_eq!(first, Ok(true), "edge-1 before any HELLO upstream");
+        assert_eq!(again, Ok(false), "edge-1 after the HELLO that carried it");
+        assert_eq!(longer, Ok(true), "edge-2 not announced yet");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(crate) mod config;
 pub(crate) mod forward;
 mod link;
 pub(crate) mod loops;
+#[cfg(test)]
+mod sim;
 pub(crate) mod status;
 
 use std::io;
@@ -176,6 +178,14 @@ impl Relay {
         self.links.len()
     }
 
+    /// Asks every link to connect to its upstream again with the current relay chain, because
+    /// a relay joined below with ids that the chain sent upstream lacks.
+    pub(crate) fn announce_chain(&self) {
+        for link in 0..self.links.len() {
+            self.send(link, Command::AnnounceChain);
+        }
+    }
+
     /// Hands a publish to the topic's link. Returns the reply back when the link has stopped.
     pub(crate) fn forward_publish(
         &self,
@@ -291,7 +301,7 @@ fn link_targets(config: &Config, index: usize) -> Vec<String> {
 /// `relay.linger_ms`, until `stop` receives a message or is disconnected.
 fn run_linger(shared: &Shared, stop: &Receiver<()>) {
     let linger = Duration::from_millis(shared.config.relay.linger_ms);
-    let tick = (linger / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick = linger_tick(linger);
     loop {
         match stop.recv_timeout(tick) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -305,6 +315,12 @@ fn run_linger(shared: &Shared, stop: &Receiver<()>) {
             }
         }
     }
+}
+
+/// Returns the interval at which the linger timer checks the topics: a quarter of the linger
+/// time, within 10 ms and 1 s.
+fn linger_tick(linger: Duration) -> Duration {
+    (linger / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Updates the idle timer of a relay topic; returns whether its linger time has run out.
@@ -322,7 +338,7 @@ fn linger_expired(inner: &mut TopicInner, now: Instant, linger: Duration) -> boo
 }
 
 /// Unsubscribes upstream and drops the cache; called under the topic's lock.
-fn end_upstream(shared: &Shared, topic: &TopicState, inner: &mut TopicInner) {
+fn end_upstream(shared: &Shared, topic: &Arc<TopicState>, inner: &mut TopicInner) {
     let (Some(relay), Some(links)) = (inner.relay.as_mut(), shared.relay.as_ref()) else {
         return;
     };
@@ -334,7 +350,7 @@ fn end_upstream(shared: &Shared, topic: &TopicState, inner: &mut TopicInner) {
     );
     relay.clear();
     let link = links.link_index(&topic.name);
-    links.send(link, Command::Unsubscribe(topic.name.clone()));
+    links.send(link, Command::Unsubscribe(topic.clone()));
 }
 
 /// Queues `batch` to every worker with subscribers of the topic, and returns those workers so

@@ -38,6 +38,8 @@ pub(crate) struct LinkStatus {
     pub(crate) last_error: Option<String>,
     /// Whether the current or last connection negotiated zstd-compressed batches.
     pub(crate) zstd_events: bool,
+    /// Bytes of plain EVENTS frames received since the start, headers included.
+    pub(crate) events_bytes_received: u64,
     /// Bytes of EVENTS_ZSTD frames received since the start, headers included.
     pub(crate) zstd_bytes_received: u64,
     /// Bytes of the EVENTS frames that those EVENTS_ZSTD frames decompressed into.
@@ -58,6 +60,7 @@ impl LinkStatus {
             failovers: 0,
             last_error: None,
             zstd_events: false,
+            events_bytes_received: 0,
             zstd_bytes_received: 0,
             zstd_bytes_decompressed: 0,
             primary_returns: 0,
