@@ -50,6 +50,9 @@ enum Command {
     /// Start an origin and edge relays, delete comments through an edge, and time the
     /// tombstones.
     Moderation(scenarios::moderation::ModerationArgs),
+    /// Start an origin, regional relays and edges, and measure the latency each hop adds and
+    /// the origin's CPU as edges and viewers are added.
+    Tree(scenarios::tree_scenario::TreeArgs),
     /// Compress EVENTS batches of a recorded chat with zstd as chorusd does for its relays,
     /// and report the ratio and the compression and decoding throughput.
     Compression(compression::CompressionArgs),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Spike(args) => scenarios::spike::run(args),
         Command::Slow(args) => scenarios::slow::run(args),
         Command::Moderation(args) => scenarios::moderation::run(args),
+        Command::Tree(args) => scenarios::tree_scenario::run(args),
         Command::Compression(args) => compression::run(args),
     };
     match result {

@@ -28,6 +28,8 @@ mod stamp;
 mod timeline;
 pub(crate) mod topics;
 mod tree;
+mod tree_load;
+pub(crate) mod tree_scenario;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

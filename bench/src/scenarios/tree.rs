@@ -152,6 +152,11 @@ impl Node {
         Ok(())
     }
 
+    /// Returns the process id of the chorusd.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn lines(&self) -> Vec<String> {
         self.log
             .lock()

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod chatlog;
 pub mod client;
 pub mod pki;
 pub mod raw;
