@@ -3,8 +3,9 @@
 # replayed through the relay (its publishes go up to the origin, the comments come back down
 # the link) to S subscribers at the relay. It runs once per zstd level given, each time with a
 # fresh origin and relay; level 0 is the plain link. For each run it reports the origin's and
-# the relay's CPU seconds (from /proc/PID/stat), and the bytes of compressed frames on the link
-# with the bytes they decompressed into (from the relay's /v1/tree).
+# the relay's CPU seconds (from /proc/PID/stat), and the bytes on the link (from the relay's
+# /v1/tree): plain EVENTS frames, EVENTS_ZSTD frames with the bytes they decompressed into and
+# their ratio, and the sum of both kinds.
 #
 # Usage: bench/scripts/relay-compression.sh --log FILE [--levels "0 1 3"] [--subscribers S]
 #                                           [--speed X] [--batch-window-us US] [--out DIR]
@@ -114,19 +115,23 @@ EOF
     local tck delivered zin zout
     tck=$(getconf CLK_TCK)
     delivered=$(sed -n 's/^delivered *\([0-9]*\).*/\1/p' "$out/replay-$level.txt")
-    zin=$(grep -o '"zstd_bytes_received":[0-9]*' "$out/tree-$level.json" | head -n1 | cut -d: -f2)
-    zout=$(grep -o '"zstd_bytes_decompressed":[0-9]*' "$out/tree-$level.json" | head -n1 | cut -d: -f2)
+    zin=$(grep -o '"zstd_bytes_received": *[0-9]*' "$out/tree-$level.json" | grep -o '[0-9]*$')
+    zout=$(grep -o '"zstd_bytes_decompressed": *[0-9]*' "$out/tree-$level.json" | grep -o '[0-9]*$')
+    plain=$(grep -o '"events_bytes_received": *[0-9]*' "$out/tree-$level.json" | grep -o '[0-9]*$')
     read -r ou0 os0 <<<"$o0"
     read -r ou1 os1 <<<"$o1"
     read -r ru0 rs0 <<<"$r0"
     read -r ru1 rs1 <<<"$r1"
     awk -v l="$level" -v d="$delivered" -v t="$tck" \
         -v ou=$((ou1 - ou0)) -v os=$((os1 - os0)) -v ru=$((ru1 - ru0)) -v rs=$((rs1 - rs0)) \
-        -v zin="${zin:-0}" -v zout="${zout:-0}" \
+        -v zin="${zin:-0}" -v zout="${zout:-0}" -v plain="${plain:-0}" \
+        -v lat="$(grep 'publish->deliver' "$out/replay-$level.txt")" \
         'BEGIN {
             ratio = zin > 0 ? sprintf("%.2f", zout / zin) : "-"
-            printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | %d | %d | %s |\n",
-                l, d, ou / t, os / t, ru / t, rs / t, zin, zout, ratio
+            split(lat, f, " +")
+            printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | %d | %d | %d | %s | %d | %s | %s |\n",
+                l, d, ou / t, os / t, ru / t, rs / t, plain, zin, zout, ratio,
+                plain + zin, f[3], f[5]
         }' >>"$out/table.md"
 }
 
@@ -134,8 +139,8 @@ EOF
     machine_record
     echo "command: bench/scripts/relay-compression.sh --levels \"$levels\" --subscribers $subscribers --speed $speed --batch-window-us $window"
     echo
-    echo "| zstd level | deliveries | origin user s | origin system s | relay user s | relay system s | zstd bytes on link | decompressed bytes | ratio |"
-    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| zstd level | deliveries | origin user s | origin system s | relay user s | relay system s | plain EVENTS bytes | EVENTS_ZSTD bytes | decompressed bytes | ratio | link bytes | p50 ms | p99 ms |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 } >"$out/table.md"
 for level in $levels; do
     run_once "$level"
