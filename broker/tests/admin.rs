@@ -442,6 +442,7 @@ fn ban_request_with_half_a_purge_is_400() {
         "/v1/bans?user=u&purge_s=10",
         "/v1/bans?user=u&purge_topic=live&purge_s=0",
         "/v1/bans?user=u&purge_topic=..&purge_s=10",
+        "/v1/bans?user=u&topic=live&seconds=10",
     ];
     for path in cases {
         let (status, reply) = admin.json("POST", path);

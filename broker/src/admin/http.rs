@@ -185,6 +185,17 @@ pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Returns the first parameter name in `query` that is not in `known`, so that a route can
+/// refuse a misspelt parameter rather than act without it.
+pub(super) fn unknown_param(query: &str, known: &[&str]) -> Option<String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+        .find(|key| !known.contains(key))
+        .map(str::to_owned)
+}
+
 fn decode(segment: &str) -> Option<String> {
     percent_decode_str(segment)
         .decode_utf8()
@@ -342,6 +353,17 @@ mod tests {
         assert!(authorize_loopback(v4).is_ok());
         assert!(authorize_loopback(mapped).is_ok());
         assert_eq!(authorize_loopback(remote).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn unknown_param_is_found() {
+        let known = ["user", "reason"];
+        assert_eq!(unknown_param("user=a&reason=b", &known), None);
+        assert_eq!(unknown_param("", &known), None);
+        assert_eq!(
+            unknown_param("user=a&topic=t", &known).as_deref(),
+            Some("topic")
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chorus_protocol::{ErrorCode, ModAction, Topic};
 use serde_json::{json, Value};
 
-use super::http::{query_param, Reply};
+use super::http::{query_param, unknown_param, Reply};
 use super::Admin;
 use crate::moderation::{Deletion, Outcome};
 use crate::server::WorkerMsg;
@@ -52,6 +52,16 @@ impl Admin {
 
     /// Bans the user named in the query, and purges their recent comments when asked.
     pub(super) fn ban(&self, query: &str) -> Reply {
+        const KNOWN: [&str; 4] = ["user", "reason", "purge_topic", "purge_s"];
+        if let Some(name) = unknown_param(query, &KNOWN) {
+            return Reply::error(
+                400,
+                format!(
+                    "unknown query parameter {name}; this route takes user, reason, \
+                     purge_topic and purge_s"
+                ),
+            );
+        }
         let user = match query_param(query, "user") {
             Some(user) => user,
             None => return Reply::error(400, "missing query parameter user=<user id>"),

@@ -148,8 +148,15 @@ impl RelayConfig {
 impl ClusterConfig {
     /// Checks the addresses, and on an origin that it can find its own entry.
     pub(crate) fn validate(&self, role: Role, listen: &[SocketAddr]) -> Result<(), ConfigError> {
-        for origin in &self.origins {
+        for (index, origin) in self.origins.iter().enumerate() {
             check_host_port("cluster.origins", origin)?;
+            if self.origins[..index].contains(origin) {
+                // Two entries for one origin would give it two shares of the topic map, and
+                // every node must agree on which entry owns a topic.
+                return Err(invalid(format!(
+                    "cluster.origins lists {origin} twice; list each origin once"
+                )));
+            }
         }
         if role == Role::Origin && !self.origins.is_empty() && self.self_index(listen).is_none() {
             return Err(invalid(
@@ -234,6 +241,13 @@ mod tests {
             ..RelayConfig::default()
         };
         assert!(relay.validate(&ClusterConfig::default()).is_err());
+    }
+
+    #[test]
+    fn origin_listed_twice_is_invalid() {
+        let map = cluster(&["127.0.0.1:7400", "127.0.0.1:7400"], None);
+        let message = map.validate(Role::Relay, &[]).unwrap_err().to_string();
+        assert!(message.contains("twice"), "{message}");
     }
 
     #[test]
