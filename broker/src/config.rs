@@ -90,6 +90,10 @@ pub struct DeliveryConfig {
     /// is committed, acknowledged and sent. 0 commits at the end of every pass of a worker's
     /// event loop, which already gathers the comments that arrived together.
     pub batch_window_us: u64,
+    /// Milliseconds a connection may spend with a subscription catching up from the log
+    /// without interruption before it is closed with ERROR SLOW_CONSUMER; 0 never closes it.
+    /// Checked on the worker tick, every 500 ms at most.
+    pub max_catch_up_ms: u64,
 }
 
 /// Longest batching window accepted, in microseconds: every acknowledgement waits for it.
@@ -100,6 +104,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             skip_notice_ms: 1000,
             batch_window_us: 0,
+            max_catch_up_ms: 300_000,
         }
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct Conn {
     pub(crate) session: Session,
     /// HELLO features granted in the WELCOME, bits of `chorus_protocol::frame::features`.
     pub(crate) features: u32,
+    /// First worker tick that found a subscription catching up, since when every tick has.
+    pub(crate) catch_up_since: Option<Instant>,
 }
 
 impl Conn {
@@ -113,6 +115,18 @@ impl Conn {
             client_name: String::new(),
             session: Session::Open,
             features: 0,
+            catch_up_since: None,
+        }
+    }
+
+    /// Records whether any subscription is catching up at `now`, and returns since when the
+    /// connection has had one without interruption, as sampled by the worker tick.
+    pub(crate) fn catching_up_since(&mut self, now: Instant) -> Option<Instant> {
+        if self.is_catching_up() {
+            Some(*self.catch_up_since.get_or_insert(now))
+        } else {
+            self.catch_up_since = None;
+            None
         }
     }
 

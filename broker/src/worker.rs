@@ -529,15 +529,18 @@ impl Worker {
         }
     }
 
-    /// Enforces the hello and idle timeouts and the close grace period.
+    /// Enforces the hello and idle timeouts, the catch-up time limit and the close grace
+    /// period.
     fn tick(&mut self, now: Instant) {
         let limits = &self.limits;
         let hello_timeout = Duration::from_millis(limits.hello_timeout_ms);
         let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+        let max_catch_up = Duration::from_millis(self.shared.config.delivery.max_catch_up_ms);
 
         let mut expired = Vec::new();
         let mut pings = Vec::new();
-        for (index, conn) in &self.conns {
+        let mut stuck = Vec::new();
+        for (index, conn) in &mut self.conns {
             let token = Token(index + FIRST_CONN);
             match conn.phase {
                 Phase::Preamble | Phase::Hello if now - conn.opened > hello_timeout => {
@@ -553,6 +556,22 @@ impl Worker {
                 }
                 _ => {}
             }
+            if conn.phase != Phase::Ready || conn.write_shut {
+                continue;
+            }
+            let since = conn.catching_up_since(now);
+            if since.is_some_and(|since| !max_catch_up.is_zero() && now - since > max_catch_up) {
+                stuck.push(token);
+            }
+        }
+        for token in stuck {
+            let message = format!(
+                "a subscription has been catching up from the log for more than \
+                 delivery.max_catch_up_ms ({} ms); reconnect and resume from the last offset \
+                 processed, or subscribe from the latest",
+                max_catch_up.as_millis()
+            );
+            self.fail_conn(token, ErrorCode::SlowConsumer, message);
         }
         for (token, reason) in expired {
             self.fail_conn(token, ErrorCode::Timeout, reason.to_owned());

@@ -894,3 +894,60 @@ fn subscriber_behind_retention_jumps_to_earliest() {
     }
     assert_next_is_marker(&broker, &mut stalled, &topic, end);
 }
+
+/// A subscriber that stays in catch-up longer than `delivery.max_catch_up_ms` is closed with
+/// ERROR SLOW_CONSUMER after the comments already queued for it, and the publisher and the
+/// other subscribers go on.
+#[test]
+fn subscriber_catching_up_too_long_is_closed() {
+    const PAYLOAD_LEN: usize = 16 * 1024;
+    // 8 MiB of payloads, well past the queue limit and the socket buffers of a stalled reader.
+    const COMMENTS: u64 = 512;
+
+    let dir = TestDir::new();
+    let config = dir.write_config(
+        "[limits]\noutbound_queue_bytes = 1048576\n[delivery]\nmax_catch_up_ms = 300\n",
+    );
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let topic = topic("event/stuck");
+    let mut stalled = subscribe_raw(&broker, &topic, 64 * 1024);
+    let mut reader = connect(&broker.addr_string());
+    reader
+        .subscribe(&topic, StartAt::Latest, 0)
+        .expect("subscribe the reading subscriber");
+
+    let payloads: Vec<Vec<u8>> = (0..COMMENTS)
+        .map(|offset| sized_payload(offset, PAYLOAD_LEN))
+        .collect();
+    let acks = publish_pipelined(&mut connect(&broker.addr_string()), &topic, &payloads);
+    assert_eq!(acks.len(), COMMENTS as usize, "acknowledged publishes");
+    let events = collect_events(&mut reader, &topic, COMMENTS as usize);
+    assert_eq!(
+        events.last().map(|e| e.offset),
+        Some(COMMENTS - 1),
+        "last offset at the reading subscriber"
+    );
+    broker.wait_for_log("delivery.max_catch_up_ms", Duration::from_secs(20));
+
+    // The stalled subscriber reads what was queued before the ERROR, in order, then the ERROR.
+    let mut next = 0;
+    let error = loop {
+        match stalled.read_frame() {
+            Frame::Events(batch) => {
+                for event in batch.iter() {
+                    assert_eq!(event.offset, next, "offset at the stalled subscriber");
+                    next += 1;
+                }
+            }
+            Frame::Error(error) => break error,
+            other => panic!("expected EVENTS or ERROR, got {other:?}"),
+        }
+    };
+    assert_eq!(error.code, ErrorCode::SlowConsumer, "{}", error.message);
+    assert!(error.close, "SLOW_CONSUMER closes the connection");
+    assert!(
+        next < COMMENTS,
+        "the stalled subscriber got every comment before its ERROR"
+    );
+    stalled.expect_eof();
+}
