@@ -406,6 +406,16 @@ impl Config {
                 "limits.hello_timeout_ms must be above 0".into(),
             ));
         }
+        // A batch holds at least one comment, so one of the largest comments, with the longest
+        // publisher id, must fit; a relay below refuses frames above its own batch size.
+        let largest_entry = chorus_protocol::event::entry_len(255, limits.max_payload as usize);
+        if limits.max_batch_bytes < largest_entry {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_batch_bytes ({}) must hold the largest comment: at least {largest_entry} \
+                 bytes for limits.max_payload ({}) and a 255-byte publisher id",
+                limits.max_batch_bytes, limits.max_payload
+            )));
+        }
         if limits.max_batch_bytes > limits.max_frame as usize {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_batch_bytes ({}) must not exceed limits.max_frame ({})",
@@ -532,6 +542,14 @@ mod tests {
         config.limits.worker_queue_bytes = 0;
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("limits.max_batch_bytes"), "{message}");
+    }
+
+    #[test]
+    fn batch_smaller_than_largest_comment_is_invalid() {
+        let mut config = Config::default();
+        config.limits.max_batch_bytes = config.limits.max_payload as usize;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("largest comment"), "{message}");
     }
 
     #[test]

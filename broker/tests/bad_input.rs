@@ -501,7 +501,8 @@ const FLOOD_QUEUE_LIMIT: u64 = 65_536;
 /// and has a small receive buffer, so that the broker's queue for it fills early.
 fn start_flood(dir: &TestDir) -> (Broker, GoodClient, RawConn) {
     let config = dir.write_config(&format!(
-        "[limits]\noutbound_queue_bytes = {FLOOD_QUEUE_LIMIT}\nmax_batch_bytes = 65536\n"
+        "[limits]\noutbound_queue_bytes = {FLOOD_QUEUE_LIMIT}\nmax_batch_bytes = 65536\n\
+         max_payload = 32768\n"
     ));
     let (broker, good) = start(dir, &["--config", &config]);
     let mut flooder = RawConn::connect_with_recv_buffer(broker.addr, 16 * 1024);

@@ -86,9 +86,12 @@ const FLOOD: usize = 20_000;
 #[test]
 fn full_worker_queue_loses_no_comment() {
     let dir = TestDir::new();
-    // The smallest queue the configuration accepts: one batch of at most 4 KiB.
-    let config = dir
-        .write_config("workers = 2\n[limits]\nmax_batch_bytes = 4096\nworker_queue_bytes = 4096\n");
+    // The smallest queue the configuration accepts: one batch of at most 4 KiB, which must
+    // hold the largest comment.
+    let config = dir.write_config(
+        "workers = 2\n[limits]\nmax_payload = 2048\nmax_batch_bytes = 4096\n\
+         worker_queue_bytes = 4096\n",
+    );
     let broker = Broker::start(&dir.data(), &["--config", &config]);
     let name = topic("batching/flood");
 

@@ -442,8 +442,9 @@ fn slow_subscriber_catches_up_from_the_log() {
     const PAYLOAD_LEN: usize = 200;
 
     let dir = TestDir::new();
-    let config =
-        dir.write_config("[limits]\noutbound_queue_bytes = 262144\nmax_batch_bytes = 65536\n");
+    let config = dir.write_config(
+        "[limits]\noutbound_queue_bytes = 262144\nmax_batch_bytes = 65536\nmax_payload = 32768\n",
+    );
     let broker = Broker::start(&dir.data(), &["--config", &config]);
     let addr = broker.addr_string();
     let topic = topic("event/slow");
@@ -790,7 +791,7 @@ fn subscriber_behind_retention_jumps_to_earliest() {
     let dir = TestDir::new();
     let config = dir.write_config(&format!(
         "[limits]\noutbound_queue_bytes = {OUTBOUND_QUEUE_BYTES}\n\
-         max_batch_bytes = {MAX_BATCH_BYTES}\n\
+         max_batch_bytes = {MAX_BATCH_BYTES}\nmax_payload = 8192\n\
          [storage]\nsegment_bytes = {SEGMENT_BYTES}\n\
          retention_check_interval_ms = 100\n"
     ));
