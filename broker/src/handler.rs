@@ -10,9 +10,10 @@ use chorus_protocol::{
 use mio::Token;
 use tracing::{debug, error};
 
-use crate::auth::{unix_now_s, Denial, Session};
+use crate::auth::{unix_now_s, Denial, Session, TokenRole};
 use crate::conn::{Delivery, Phase, Subscription};
 use crate::moderation::{is_reserved, Comment};
+use crate::relay::loops::parse_chain;
 use crate::topics::{Position, TopicState};
 use crate::worker::{Worker, FIRST_CONN};
 
@@ -125,8 +126,9 @@ impl Worker {
         let needed = limits.max_batch_bytes + EVENTS_HEAD_ROOM;
         if (hello.max_frame as usize) < needed {
             let message = format!(
-                "HELLO max_frame is {} bytes, this broker sends frames of up to {needed} bytes",
-                hello.max_frame
+                "HELLO max_frame is {} bytes, this broker sends frames of up to {needed} bytes \
+                 (a chorusd relay below needs limits.max_batch_bytes of at least {})",
+                hello.max_frame, limits.max_batch_bytes
             );
             self.fail_conn(token, ErrorCode::FrameTooLarge, message);
             return;
@@ -155,18 +157,40 @@ impl Worker {
             .conn_mut(token)
             .expect("caller checked the connection exists")
             .id;
-        match self.shared.lineage.admit(conn_id, &hello.client_name) {
-            Ok(true) => {
-                if let Some(relay) = self.shared.relay.as_ref() {
-                    relay.announce_chain();
-                }
-            }
-            Ok(false) => {}
+        // The loop check comes first, so that a loop is reported as one even among relays
+        // that have no upstream yet.
+        let chain = match self.shared.lineage.admit(conn_id, &hello.client_name) {
+            Ok(chain) => chain,
             Err(message) => {
                 self.fail_conn(token, ErrorCode::UnexpectedFrame, message);
                 return;
             }
+        };
+        // A relay below would wait on every subscription here, while another upstream in its
+        // list may serve it: refusing it sends it there.
+        let child_relay = match &session {
+            Session::Open => parse_chain(&hello.client_name).is_some(),
+            Session::Token(_) => session.role() == Some(TokenRole::Relay),
+            Session::Anonymous => false,
+        };
+        if child_relay
+            && self
+                .shared
+                .relay
+                .as_ref()
+                .is_some_and(|relay| !relay.statuses.any_connected())
+        {
+            let message = "this relay has no upstream connection; connect to another upstream \
+                           and come back later"
+                .to_owned();
+            self.shared.lineage.forget(conn_id);
+            self.fail_conn(token, ErrorCode::UpstreamUnavailable, message);
+            return;
         }
+        if let Some(relay) = self.shared.relay.as_ref() {
+            relay.announce_if_new(&chain);
+        }
+
         let conn = self
             .conn_mut(token)
             .expect("caller checked the connection exists");

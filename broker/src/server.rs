@@ -344,7 +344,11 @@ impl Server {
             }
             Role::Origin => (None, Vec::new()),
         };
-        let lineage = Lineage::new(&config.node_id);
+        let node_id = match config.node_id.as_str() {
+            "" => crate::relay::loops::stored_node_id(data_dir.path()),
+            id => id.to_owned(),
+        };
+        let lineage = Lineage::new(&node_id);
         info!(node = lineage.node_id(), role = ?config.role, "node id");
         let cluster = ClusterMap::from_config(&config);
         let shared = Arc::new(Shared {

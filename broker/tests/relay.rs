@@ -613,10 +613,10 @@ fn relay_stays_on_fallback_while_primary_has_no_upstream() {
     primary.broker.kill();
     wait_connected(&edge, 2);
     let cut_off = relay_on(&primary_addr, &[free_addr()], "");
-    // The edge's probe subscribes at the cut-off primary, which holds the subscription.
+    // The cut-off primary refuses the edge's probe, as it has no upstream to serve it from.
     cut_off
         .broker
-        .wait_for_log("first local subscriber; subscribing upstream", WAIT);
+        .wait_for_log("this relay has no upstream connection", WAIT);
     edge.broker
         .wait_for_log("primary upstream still unavailable", WAIT);
 

@@ -739,3 +739,104 @@ fn viewers_resume_from_edge_cache() {
         "subscriptions at the edge"
     );
 }
+
+/// A relay whose own upstream is gone refuses relays below it, which then use the next
+/// upstream in their list instead of waiting on every subscription there.
+#[test]
+fn relay_without_upstream_sends_children_elsewhere() {
+    let origin = origin();
+    let cut_off = relay_on("127.0.0.1:0", "cut-off", &[&free_addr()], "");
+    let edge = relay_on(
+        "127.0.0.1:0",
+        "edge",
+        &[&cut_off.addr(), &origin.addr()],
+        "primary_retry_ms = 200",
+    );
+    let topic = topic("tree/elsewhere");
+    let mut subscriber = subscribe(&edge.addr(), &topic, StartAt::Earliest);
+    publish_pipelined(&mut connect(&origin.addr()), &topic, &payloads(0..20));
+
+    assert_in_order(&collect_events(&mut subscriber, &topic, 20), 0, payload);
+    assert_eq!(
+        edge.connected_upstream(),
+        Some(origin.addr()),
+        "upstream of the edge"
+    );
+    assert!(
+        cut_off.count_log(&["this relay has no upstream connection"]) >= 1,
+        "the cut-off relay did not refuse the edge"
+    );
+}
+
+/// Accepts connections on a loopback port and never answers them, for `hold`.
+fn silent_listener(hold: Duration) -> (String, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let addr = listener.local_addr().expect("listener address").to_string();
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let handle = thread::spawn(move || {
+        let deadline = Instant::now() + hold;
+        let mut held = Vec::new();
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (addr, handle)
+}
+
+/// Returns the relays of `relays` whose connected upstreams lead back to themselves.
+fn relays_in_a_cycle(relays: &[&Node]) -> Vec<String> {
+    let upstream_of: HashMap<String, Option<String>> = relays
+        .iter()
+        .map(|relay| (relay.addr(), relay.connected_upstream()))
+        .collect();
+    relays
+        .iter()
+        .map(|relay| relay.addr())
+        .filter(|start| {
+            let mut current = start.clone();
+            for _ in 0..relays.len() {
+                match upstream_of.get(&current) {
+                    Some(Some(upstream)) if upstream == start => return true,
+                    Some(Some(upstream)) => current = upstream.clone(),
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+/// Three relays whose primaries never answer, so their links spend most of their time probing,
+/// and whose fallbacks form a loop. The loop must never stand with every link connected.
+#[test]
+fn loop_behind_silent_primaries_never_stands() {
+    const WATCH: Duration = Duration::from_secs(8);
+    let (silent, listener) = silent_listener(WATCH + Duration::from_secs(4));
+    let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
+    let extra = "primary_retry_ms = 200";
+    let first = relay_on(
+        &addrs[0],
+        "loop-x",
+        &[&silent, &silent, &silent, &addrs[1]],
+        extra,
+    );
+    thread::sleep(Duration::from_millis(500));
+    let second = relay_on(&addrs[2], "loop-f", &[&silent, &addrs[0]], extra);
+    thread::sleep(Duration::from_secs(2));
+    let third = relay_on(&addrs[1], "loop-r", &[&silent, &addrs[2]], extra);
+
+    let relays = [&first, &second, &third];
+    let deadline = Instant::now() + WATCH;
+    while Instant::now() < deadline {
+        let cycle = relays_in_a_cycle(&relays);
+        assert!(cycle.is_empty(), "relays {cycle:?} form a standing loop");
+        thread::sleep(Duration::from_millis(200));
+    }
+    drop((first, second, third));
+    listener.join().expect("silent listener thread");
+}

@@ -83,6 +83,8 @@ pub(crate) enum Command {
     Probe {
         generation: u64,
         target: usize,
+        /// Ids of the relays below that the probe's HELLO named.
+        chain: Vec<String>,
         result: Result<Box<Connection>, String>,
     },
     /// A relay joined below this one with ids that the chain in this link's HELLO lacks: the
@@ -265,6 +267,7 @@ impl LinkThread {
             probing: false,
             current: 0,
             announce_pending: false,
+            probe_failures: 0,
         };
         let handle = std::thread::Builder::new()
             .name(format!("chorusd-link-{index}"))
@@ -292,15 +295,16 @@ enum Step {
     Continue,
     Lost(String),
     Stop,
-    /// A probe succeeded: the link moves to this connection to upstream number `usize`.
-    Switch(Box<Connection>, usize),
+    /// A probe succeeded: the link moves to this connection to upstream number `usize`,
+    /// whose HELLO named the relay ids listed.
+    Switch(Box<Connection>, usize, Vec<String>),
 }
 
 /// How a connection's session ended.
 enum SessionEnd {
     Lost,
     Stop,
-    Switch(Box<Connection>, usize),
+    Switch(Box<Connection>, usize, Vec<String>),
 }
 
 /// Longest wait, when leaving a fallback for the primary, for the acknowledgements of publishes
@@ -324,6 +328,8 @@ struct Link {
     current: usize,
     /// Whether the relay chain changed while a probe was running, whose HELLO may lack it.
     announce_pending: bool,
+    /// Failed probes of the primary during the current session.
+    probe_failures: u32,
 }
 
 impl Link {
@@ -336,8 +342,10 @@ impl Link {
                 return;
             }
             let target = self.targets[attempt.target].clone();
-            match Connection::connect(&target, &self.options()) {
+            let (options, chain) = self.hello();
+            match Connection::connect(&target, &options) {
                 Ok(conn) => {
+                    self.set_announced(chain);
                     if self.serve_until_lost(conn, attempt.target) {
                         return;
                     }
@@ -383,7 +391,8 @@ impl Link {
                     update_link(&self.shared, self.index, |s| s.lost());
                     return false;
                 }
-                SessionEnd::Switch(next, next_target) => {
+                SessionEnd::Switch(next, next_target, chain) => {
+                    self.set_announced(chain);
                     if next_target == target {
                         info!(upstream = %address, "connected upstream again to announce the relays below");
                         update_link(&self.shared, self.index, |s| s.lost());
@@ -413,7 +422,7 @@ impl Link {
         let Some(primary) = self.targets.get(target).cloned() else {
             return;
         };
-        let options = self.options();
+        let (options, chain) = self.hello();
         let generation = self.generation;
         let shared = self.shared.clone();
         let index = self.index;
@@ -434,6 +443,7 @@ impl Link {
                         Command::Probe {
                             generation,
                             target,
+                            chain,
                             result,
                         },
                     );
@@ -450,9 +460,13 @@ impl Link {
 
     /// Handles the outcome of a connection made to announce the relay chain: the link moves
     /// to it, or leaves its upstream when the upstream found a loop in the chain.
-    fn on_announced(&mut self, result: Result<Box<Connection>, String>) -> Step {
+    fn on_announced(
+        &mut self,
+        result: Result<Box<Connection>, String>,
+        chain: Vec<String>,
+    ) -> Step {
         match result {
-            Ok(conn) => Step::Switch(conn, self.current),
+            Ok(conn) => Step::Switch(conn, self.current, chain),
             Err(error) if error.contains("relay loop") => {
                 error!(upstream = %self.targets[self.current], %error, "the relay chain announced upstream closes a loop; leaving that upstream");
                 Step::Lost(error)
@@ -517,6 +531,7 @@ impl Link {
         &mut self,
         generation: u64,
         target: usize,
+        chain: Vec<String>,
         result: Result<Box<Connection>, String>,
     ) -> Step {
         if generation != self.generation {
@@ -525,13 +540,25 @@ impl Link {
         }
         self.probing = false;
         if target == self.current {
-            return self.on_announced(result);
+            return self.on_announced(result, chain);
         }
         match result {
-            Ok(conn) => Step::Switch(conn, target),
+            // A chain that changed while the probe ran is announced once the new session starts.
+            Ok(conn) => Step::Switch(conn, target, chain),
             Err(error) => {
-                debug!(upstream = %self.targets[0], %error, "primary upstream still unavailable");
+                // Said once per session at info, as every probe repeats it.
+                if self.probe_failures == 0 {
+                    info!(upstream = %self.targets[0], %error, "primary upstream still unavailable; staying on the fallback");
+                } else {
+                    debug!(upstream = %self.targets[0], %error, "primary upstream still unavailable");
+                }
+                self.probe_failures += 1;
+                let primary = self.targets[0].clone();
+                update_link(&self.shared, self.index, |s| {
+                    s.last_error = Some(format!("probe of the primary {primary}: {error}"));
+                });
                 self.schedule_probe(1);
+                self.resume_announce();
                 Step::Continue
             }
         }
@@ -554,10 +581,13 @@ impl Link {
     }
 
     /// Returns the client options for the next connection.
-    fn options(&self) -> Options {
+    /// Returns the options of a new connection upstream, and the ids of the relays below that
+    /// its HELLO names.
+    fn hello(&self) -> (Options, Vec<String>) {
         let config = &self.shared.config;
-        Options {
-            client_name: self.shared.lineage.hello_name(&config.relay.client_name),
+        let (client_name, chain) = self.shared.lineage.hello_chain(&config.relay.client_name);
+        let options = Options {
+            client_name,
             token: self.upstream_token(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: Some(READ_POLL),
@@ -578,6 +608,15 @@ impl Link {
                 ..TlsOptions::default()
             }),
             ..Options::default()
+        };
+        (options, chain)
+    }
+
+    /// Records the relay ids that the HELLO of this link's new connection named, against
+    /// which later joins below are compared.
+    fn set_announced(&self, chain: Vec<String>) {
+        if let Some(relay) = self.shared.relay.as_ref() {
+            relay.set_announced(self.index, chain);
         }
     }
 
@@ -622,6 +661,7 @@ impl Link {
         self.generation += 1;
         self.probing = false;
         self.current = index;
+        self.probe_failures = 0;
         self.schedule_probe(index);
         let welcome = conn.welcome().clone();
         let zstd = welcome.features & features::ZSTD_EVENTS != 0;
@@ -674,12 +714,14 @@ impl Link {
             Step::Stop => SessionEnd::Stop,
             Step::Lost(reason) => {
                 warn!(upstream = %target, error = %reason, "upstream connection lost");
+                let loss = format!("{target}: {reason}");
+                update_link(&self.shared, self.index, |s| s.last_loss = Some(loss));
                 SessionEnd::Lost
             }
             Step::Continue => SessionEnd::Lost,
-            Step::Switch(next, next_target) => {
+            Step::Switch(next, next_target, chain) => {
                 session.wait_for_acks(RETURN_DRAIN);
-                SessionEnd::Switch(next, next_target)
+                SessionEnd::Switch(next, next_target, chain)
             }
         };
 
@@ -722,6 +764,15 @@ impl Link {
         if let Err(e) = self.resume_topics(session) {
             return Step::Lost(e.to_string());
         }
+        // A relay that joined below while this connection's HELLO was on its way is not in it.
+        let below = self.shared.lineage.below();
+        let covered = self
+            .shared
+            .relay
+            .as_ref()
+            .is_none_or(|relay| relay.announced_all(self.index, &below));
+        self.announce_pending = !covered;
+        self.resume_announce();
         loop {
             let Some(command) = self.recv_command() else {
                 return Step::Stop;
@@ -753,8 +804,9 @@ impl Link {
             Command::Probe {
                 generation,
                 target,
+                chain,
                 result,
-            } => return self.on_probe(generation, target, result),
+            } => return self.on_probe(generation, target, chain, result),
             Command::AnnounceChain => {
                 self.announce_pending = true;
                 self.resume_announce();

@@ -7,14 +7,15 @@
 //! ERROR `UNEXPECTED_FRAME` "relay loop".
 //!
 //! The check runs when a link connects, and the chain a link announced goes stale when relays
-//! join below afterwards. So when a relay admits a chain with an id it has not yet announced
-//! upstream, its links connect to their upstreams again with the longer chain (see
-//! `Command::AnnounceChain`), and a loop that the join closed is caught there. NOTE: two links
+//! join below afterwards. So when a relay admits a chain with an id that the HELLO of a link's
+//! current connection lacks, that link connects to its upstream again with the longer chain
+//! (see `Command::AnnounceChain`), and a loop that the join closed is caught there. NOTE: two links
 //! of one loop that connect at the same moment each see a chain without the other, so such a
 //! loop is caught at the next announcement or reconnect. A chain longer than `client_name`
 //! allows (255 bytes) is cut, and loops through the ids cut off go undetected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::path::Path;
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -31,22 +32,19 @@ pub(crate) struct Lineage {
     node_id: String,
     /// Relay chains by connection id.
     children: Mutex<HashMap<u64, Vec<String>>>,
-    /// Ids this node has put in a HELLO upstream, those cut off for length included.
-    announced: Mutex<HashSet<String>>,
 }
 
 impl Lineage {
     /// Creates the lineage of a node with `node_id`, or a random 12-hex-digit id when empty.
     pub(crate) fn new(node_id: &str) -> Lineage {
         let node_id = if node_id.is_empty() {
-            format!("{:012x}", rand::thread_rng().gen::<u64>() >> 16)
+            random_node_id()
         } else {
             node_id.to_owned()
         };
         Lineage {
             node_id,
             children: Mutex::new(HashMap::new()),
-            announced: Mutex::new(HashSet::new()),
         }
     }
 
@@ -55,11 +53,11 @@ impl Lineage {
     }
 
     /// Checks the relay chain in a HELLO's `client_name`, if it has one. Remembers the chain of
-    /// an accepted relay under `conn_id`, and returns whether it holds an id that this node has
-    /// not announced upstream yet; returns the rejection message for a loop.
-    pub(crate) fn admit(&self, conn_id: u64, client_name: &str) -> Result<bool, String> {
+    /// an accepted relay under `conn_id` and returns its ids; returns the rejection message for
+    /// a loop.
+    pub(crate) fn admit(&self, conn_id: u64, client_name: &str) -> Result<Vec<String>, String> {
         let Some(chain) = parse_chain(client_name) else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
         if chain.contains(&self.node_id.as_str()) {
             return Err(format!(
@@ -68,12 +66,17 @@ impl Lineage {
                 chain.join(",")
             ));
         }
-        let announced = self.announced.lock();
-        let news = chain.iter().any(|id| !announced.contains(*id));
-        drop(announced);
-        let chain = chain.into_iter().map(str::to_owned).collect();
-        self.children.lock().insert(conn_id, chain);
-        Ok(news)
+        let chain: Vec<String> = chain.into_iter().map(str::to_owned).collect();
+        self.children.lock().insert(conn_id, chain.clone());
+        Ok(chain)
+    }
+
+    /// Returns the ids of every relay connected below this node, sorted, each once.
+    pub(crate) fn below(&self) -> Vec<String> {
+        let mut below: Vec<String> = self.children.lock().values().flatten().cloned().collect();
+        below.sort_unstable();
+        below.dedup();
+        below
     }
 
     /// Forgets the chain of a closed connection.
@@ -83,13 +86,17 @@ impl Lineage {
 
     /// Returns the `client_name` for a HELLO upstream: `name`, then the chain of this node and
     /// every relay below it, cut to fit the field.
+    #[cfg(test)]
     pub(crate) fn hello_name(&self, name: &str) -> String {
-        let mut below: Vec<String> = self.children.lock().values().flatten().cloned().collect();
-        below.sort_unstable();
-        below.dedup();
-        self.announced.lock().extend(below.iter().cloned());
+        self.hello_chain(name).0
+    }
+
+    /// Returns [`Lineage::hello_name`] and the ids of the relays below that it stands for, the
+    /// ones cut off for length included.
+    pub(crate) fn hello_chain(&self, name: &str) -> (String, Vec<String>) {
+        let below = self.below();
         let mut text = format!("{name} {CHAIN_PREFIX}{}", self.node_id);
-        for id in below {
+        for id in &below {
             if text.len() + 1 + id.len() > MAX_CLIENT_NAME {
                 tracing::warn!(
                     node = %self.node_id,
@@ -99,10 +106,44 @@ impl Lineage {
                 break;
             }
             text.push(',');
-            text.push_str(&id);
+            text.push_str(id);
         }
-        text
+        (text, below)
     }
+}
+
+fn random_node_id() -> String {
+    format!("{:012x}", rand::thread_rng().gen::<u64>() >> 16)
+}
+
+/// Name of the file in the data directory that keeps a node's random id across restarts.
+const NODE_ID_FILE: &str = "node_id";
+
+/// Returns the node id kept in `data_dir`, or a new random one that is written there, so that
+/// a node without a configured `node_id` keeps its id across restarts: each new id below a
+/// relay makes its links announce the chain upstream again. A file that cannot be read or
+/// written leaves a random id for this run, with a warning.
+pub(crate) fn stored_node_id(data_dir: &Path) -> String {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            if crate::relay::config::validate_node_id(id).is_ok() {
+                return id.to_owned();
+            }
+            tracing::warn!(path = %path.display(), "ignoring an invalid stored node id; writing a new one");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the stored node id; using a random id for this run");
+            return random_node_id();
+        }
+    }
+    let id = random_node_id();
+    if let Err(e) = std::fs::write(&path, format!("{id}\n")) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot store the node id; it changes at the next start");
+    }
+    id
 }
 
 /// Returns the ids of the relay chain in a HELLO `client_name`, or `None` when it has none.
@@ -187,15 +228,32 @@ mod tests {
     }
 
     #[test]
-    fn chain_with_unannounced_ids_is_news() {
+    fn hello_chain_names_the_relays_below() {
         let regional = Lineage::new("regional");
-        let first = regional.admit(1, "x chorus-relay/edge-1");
-        regional.hello_name("chorusd");
-        let again = regional.admit(2, "x chorus-relay/edge-1");
-        let longer = regional.admit(3, "x chorus-relay/edge-2,edge-1");
-        assert_eq!(first, Ok(true), "edge-1 before any HELLO upstream");
-        assert_eq!(again, Ok(false), "edge-1 after the HELLO that carried it");
-        assert_eq!(longer, Ok(true), "edge-2 not announced yet");
+        let admitted = regional.admit(1, "x chorus-relay/edge-2,edge-1");
+        let (text, below) = regional.hello_chain("chorusd");
+        assert_eq!(admitted, Ok(vec!["edge-2".to_owned(), "edge-1".to_owned()]));
+        assert_eq!(text, "chorusd chorus-relay/regional,edge-1,edge-2");
+        assert_eq!(below, vec!["edge-1".to_owned(), "edge-2".to_owned()]);
+    }
+
+    #[test]
+    fn stored_node_id_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let first = stored_node_id(dir.path());
+        let second = stored_node_id(dir.path());
+        assert_eq!(first, second, "id after a restart");
+        assert_eq!(first.len(), 12, "length of a random id");
+    }
+
+    #[test]
+    fn invalid_stored_node_id_is_replaced() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join(NODE_ID_FILE), "not/an id\n").expect("write the file");
+        let id = stored_node_id(dir.path());
+        assert_eq!(id.len(), 12, "length of the new id");
+        let stored = std::fs::read_to_string(dir.path().join(NODE_ID_FILE)).expect("read");
+        assert_eq!(stored.trim(), id, "stored id");
     }
 
     #[test]

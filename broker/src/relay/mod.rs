@@ -20,6 +20,7 @@ pub(crate) mod loops;
 mod sim;
 pub(crate) mod status;
 
+use std::collections::HashSet;
 use std::io;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_protocol::{ModAction, Topic};
+use parking_lot::Mutex;
 use tracing::{error, info};
 
 use crate::config::Config;
@@ -141,6 +143,8 @@ pub(crate) struct Relay {
     map: Option<ClusterMap>,
     /// State of each link, for the admin endpoint.
     pub(crate) statuses: status::LinkStatuses,
+    /// Per link, the ids of the relays below that the HELLO of its current connection named.
+    announced: Mutex<Vec<HashSet<String>>>,
 }
 
 impl Relay {
@@ -157,6 +161,7 @@ impl Relay {
             links,
             map,
             statuses,
+            announced: Mutex::new(vec![HashSet::new(); count]),
         };
         (relay, receivers)
     }
@@ -178,11 +183,32 @@ impl Relay {
         self.links.len()
     }
 
-    /// Asks every link to connect to its upstream again with the current relay chain, because
-    /// a relay joined below with ids that the chain sent upstream lacks.
-    pub(crate) fn announce_chain(&self) {
-        for link in 0..self.links.len() {
-            self.send(link, Command::AnnounceChain);
+    /// Asks each link whose current connection's HELLO lacks one of `chain`'s ids, just
+    /// admitted below this relay, to connect to its upstream again with the current chain.
+    pub(crate) fn announce_if_new(&self, chain: &[String]) {
+        if chain.is_empty() {
+            return;
+        }
+        let announced = self.announced.lock();
+        for (link, ids) in announced.iter().enumerate() {
+            if chain.iter().any(|id| !ids.contains(id)) {
+                self.send(link, Command::AnnounceChain);
+            }
+        }
+    }
+
+    /// Returns whether the HELLO of link `link`'s current connection named every id of `ids`.
+    pub(crate) fn announced_all(&self, link: usize, ids: &[String]) -> bool {
+        self.announced
+            .lock()
+            .get(link)
+            .is_some_and(|set| ids.iter().all(|id| set.contains(id)))
+    }
+
+    /// Records the relay ids that the HELLO of link `link`'s new connection carried.
+    pub(crate) fn set_announced(&self, link: usize, ids: Vec<String>) {
+        if let Some(set) = self.announced.lock().get_mut(link) {
+            *set = ids.into_iter().collect();
         }
     }
 

@@ -36,6 +36,9 @@ pub(crate) struct LinkStatus {
     pub(crate) failovers: u64,
     /// Error of the last failed connection attempt; cleared at the next connection.
     pub(crate) last_error: Option<String>,
+    /// Why the last connection ended, kept across reconnects, so that an upstream that accepts
+    /// and then drops every connection shows its reason.
+    pub(crate) last_loss: Option<String>,
     /// Whether the current or last connection negotiated zstd-compressed batches.
     pub(crate) zstd_events: bool,
     /// Bytes of plain EVENTS frames received since the start, headers included.
@@ -59,6 +62,7 @@ impl LinkStatus {
             connections: 0,
             failovers: 0,
             last_error: None,
+            last_loss: None,
             zstd_events: false,
             events_bytes_received: 0,
             zstd_bytes_received: 0,
@@ -119,6 +123,11 @@ impl LinkStatuses {
     }
 
     /// Returns a copy of every link's status, in link order.
+    /// Returns whether any link is connected to an upstream.
+    pub(crate) fn any_connected(&self) -> bool {
+        self.links.iter().any(|status| status.lock().connected)
+    }
+
     pub(crate) fn snapshot(&self) -> Vec<LinkStatus> {
         self.links
             .iter()
