@@ -12,7 +12,7 @@ use chorus_protocol::{AudienceEntry, React, Subscribe};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use util::client::{connect, publish_pipelined, topic};
 use util::raw::RawConn;
-use util::{Broker, TestDir};
+use util::{free_addr, Broker, TestDir};
 
 /// Maximum wait for a count or a sum to reach its expected value.
 const WAIT: Duration = Duration::from_secs(20);
@@ -577,12 +577,6 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// Returns a loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().to_string()
 }
 
 /// With two origins, `_viewers/T` hashed by its own name would land on the origin that does

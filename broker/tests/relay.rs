@@ -16,7 +16,7 @@ use chorus_client::{ClientError, Connection, ErrorCode, Event, Frame, StartAt, S
 use chorus_protocol::{decode_preamble, preamble, Decoder, Welcome, DEFAULT_MAX_FRAME, VERSION};
 use util::client::{assert_in_order, collect_events, connect, options, publish_pipelined, topic};
 use util::pki::Pki;
-use util::{wait_until, Broker, TestDir};
+use util::{free_addr, wait_until, Broker, TestDir};
 
 /// Maximum wait for a log line, a connection or a delivery.
 const WAIT: Duration = Duration::from_secs(20);
@@ -82,12 +82,6 @@ fn wait_connected(node: &Node, count: usize) {
             >= count
     });
     assert!(connected, "relay did not connect upstream {count} time(s)");
-}
-
-/// Returns a loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().to_string()
 }
 
 fn payload(offset: u64) -> Vec<u8> {

@@ -20,7 +20,7 @@ use chorus_protocol::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use util::client::{options, topic};
-use util::{Broker, TestDir};
+use util::{free_addr, Broker, TestDir};
 
 /// Shared secret of the test's HS256 tokens, trusted by every node.
 const SECRET: &str = "relay-moderation-test-secret";
@@ -557,12 +557,6 @@ fn resume_at_edge_hides_deleted_text() {
         "payload of the deleted comment"
     );
     assert_eq!(events[3].tombstone_target(), Some(offsets[3]));
-}
-
-/// Returns a loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().to_string()
 }
 
 /// The FNV-1a 64-bit hash of the cluster's topic map, written out again here so the test

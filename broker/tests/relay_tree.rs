@@ -16,7 +16,7 @@ use chorus_client::{Connection, Frame, StartAt, Topic};
 use serde_json::Value;
 use util::chatlog::{print_skip, recorded_chat};
 use util::client::{assert_in_order, collect_events, connect, options, publish_pipelined, topic};
-use util::{wait_until, Broker, TestDir};
+use util::{free_addr, wait_until, Broker, TestDir};
 
 /// Maximum wait for a log line, a connection or a change in the tree.
 const WAIT: Duration = Duration::from_secs(20);
@@ -143,12 +143,6 @@ fn relay_config(node_id: &str, upstreams: &[&str], extra: &str) -> String {
 fn wait_connected(node: &Node, count: usize) {
     let connected = wait_until(WAIT, || node.upstream_connections() >= count);
     assert!(connected, "relay did not connect upstream {count} time(s)");
-}
-
-/// Returns a loopback address with a port that was free a moment ago.
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().unwrap().to_string()
 }
 
 fn payload(offset: u64) -> Vec<u8> {

@@ -149,7 +149,16 @@ pub(crate) struct Failover {
     /// Whether the next attempt is the first one, which waits for nothing.
     first: bool,
     connected_at: Option<Instant>,
+    /// Target of the current or last connection.
+    current: usize,
+    /// Connections in a row that ended before lasting the maximum delay.
+    short_sessions: u32,
 }
+
+/// Connections in a row to one upstream that end early before the link tries the next one: an
+/// upstream that accepts the relay and then drops it, for example for a missing relay token,
+/// must not hold the link while a fallback works.
+pub(super) const SHORT_SESSIONS_BEFORE_FAILOVER: u32 = 3;
 
 /// One connection attempt: the index of its target and the ceiling of its random delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +177,8 @@ impl Failover {
             failures: 0,
             first: true,
             connected_at: None,
+            current: 0,
+            short_sessions: 0,
         }
     }
 
@@ -199,22 +210,37 @@ impl Failover {
         self.connected_at = Some(now);
     }
 
+    /// Records a connection to target number `target` made at `now`.
+    pub(crate) fn connected_to(&mut self, now: Instant, target: usize) {
+        self.connected(now);
+        self.current = target;
+    }
+
     /// Records the loss of the connection at `now`. The next attempt goes to the primary.
     ///
     /// A connection that lasted at least the maximum delay starts the backoff over. A shorter
     /// one counts as a failure, so an upstream that accepts and then drops every connection is
-    /// retried with growing delays.
+    /// retried with growing delays, and after [`SHORT_SESSIONS_BEFORE_FAILOVER`] of them in a
+    /// row the next attempt goes to the target after it instead.
     pub(crate) fn lost(&mut self, now: Instant) {
         let lasted = self
             .connected_at
             .take()
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-        self.failures = if lasted >= self.max {
-            0
+        if lasted >= self.max {
+            self.failures = 0;
+            self.short_sessions = 0;
+            self.next_target = 0;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.short_sessions += 1;
+        if self.short_sessions >= SHORT_SESSIONS_BEFORE_FAILOVER {
+            self.short_sessions = 0;
+            self.next_target = (self.current + 1) % self.targets;
         } else {
-            self.failures.saturating_add(1)
-        };
-        self.next_target = 0;
+            self.next_target = 0;
+        }
     }
 }
 
@@ -382,7 +408,7 @@ impl Link {
         // below bound.
         loop {
             let address = self.targets[target].clone();
-            self.failover.connected(Instant::now());
+            self.failover.connected_to(Instant::now(), target);
             update_link(&self.shared, self.index, |s| s.connected(&address));
             match self.serve(conn, &address, target) {
                 SessionEnd::Stop => return true,
@@ -1448,6 +1474,34 @@ mod tests {
             failover.lost(now);
         }
         assert_eq!(failover.next_attempt().ceiling, 800 * MS);
+    }
+
+    #[test]
+    fn repeated_short_sessions_fail_over() {
+        let start = Instant::now();
+        let mut failover = failover();
+        let mut now = start;
+        let mut targets = Vec::new();
+        for _ in 0..SHORT_SESSIONS_BEFORE_FAILOVER {
+            failover.connected_to(now, 0);
+            now += 10 * MS;
+            failover.lost(now);
+            targets.push(failover.next_attempt().target);
+        }
+        assert_eq!(targets, [0, 0, 1], "targets after each short session");
+    }
+
+    #[test]
+    fn long_session_ends_the_short_streak() {
+        let start = Instant::now();
+        let mut failover = failover();
+        let mut now = start;
+        for lasted in [10 * MS, 10 * MS, 900 * MS, 10 * MS, 10 * MS] {
+            failover.connected_to(now, 0);
+            now += lasted;
+            failover.lost(now);
+        }
+        assert_eq!(failover.next_attempt().target, 0);
     }
 
     #[test]

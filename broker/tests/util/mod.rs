@@ -308,3 +308,30 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Ports that [`free_addr`] hands out: below the kernel's ephemeral range (32768 and up on
+/// Linux), so that no outgoing connection of another process takes one between the check and
+/// the start of the broker that listens on it, and away from the ports the bench scripts use.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..27_000;
+
+/// Returns a loopback address with a port that was free a moment ago and that this test process
+/// has not handed out before, for a broker whose address must be known before it starts (a
+/// relay that others name as their upstream, a node restarted on the same address).
+#[allow(dead_code)]
+pub fn free_addr() -> String {
+    use rand::Rng;
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(FREE_PORTS);
+        let mut handed_out = HANDED_OUT.lock().expect("port list lock");
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free loopback port in {FREE_PORTS:?} after 1000 tries");
+}

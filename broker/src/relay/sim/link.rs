@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 
 use super::{SimClock, MAX_STEPS};
 use crate::relay::config::RelayConfig;
-use crate::relay::link::{jitter, probe_deadline, Failover};
+use crate::relay::link::{jitter, probe_deadline, Failover, SHORT_SESSIONS_BEFORE_FAILOVER};
 
 /// A period in which one upstream is down, in simulated time: from `from`, until `until`.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +187,7 @@ impl LinkSim {
     fn serve(&mut self, mut target: usize, until: Duration) {
         'connection: loop {
             let now = self.clock.instant();
-            self.failover.connected(now);
+            self.failover.connected_to(now, target);
             let mut probe_due = probe_deadline(target, self.primary_retry, now);
             let drop_at = self.upstreams.next_outage(target, self.clock.now);
             loop {
@@ -459,21 +459,39 @@ mod tests {
             let mut expected_target = 0;
             // When the last connection to a fallback or failed probe was, while on a fallback.
             let mut on_fallback_since = None;
+            // When the current connection was made, and how many in a row ended early.
+            let mut connected_at = Duration::ZERO;
+            let mut short_sessions = 0;
             for event in &link.events {
                 match *event {
                     LinkEvent::Attempt { at, target, connected } => {
                         prop_assert_eq!(target, expected_target, "{:?}", link.events);
                         expected_target = if connected { 0 } else { (target + 1) % upstream_count };
                         on_fallback_since = (connected && target != 0).then_some(at);
+                        if connected {
+                            connected_at = at;
+                        }
                     }
-                    LinkEvent::Lost { .. } => {
+                    LinkEvent::Lost { at, target } => {
                         expected_target = 0;
+                        if at - connected_at >= ms(max_ms) {
+                            short_sessions = 0;
+                        } else {
+                            short_sessions += 1;
+                            if short_sessions == SHORT_SESSIONS_BEFORE_FAILOVER {
+                                short_sessions = 0;
+                                expected_target = (target + 1) % upstream_count;
+                            }
+                        }
                         on_fallback_since = None;
                     }
                     LinkEvent::Probe { at, connected } => {
                         prop_assert!(!retry.is_zero());
                         prop_assert_eq!(on_fallback_since.map(|since| since + retry), Some(at));
                         on_fallback_since = (!connected).then_some(at);
+                        if connected {
+                            connected_at = at;
+                        }
                     }
                 }
             }
