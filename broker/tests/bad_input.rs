@@ -423,7 +423,7 @@ fn invalid_topics_are_rejected_and_touch_no_files() {
     good.check();
 
     let data = dir.data();
-    let expected_data: BTreeSet<String> = ["LOCK", "topics"].map(String::from).into();
+    let expected_data: BTreeSet<String> = ["LOCK", "node_id", "topics"].map(String::from).into();
     assert_eq!(
         list_dir(&data),
         expected_data,
