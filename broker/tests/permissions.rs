@@ -244,6 +244,16 @@ const MODERATE: Row = [Refused, Refused, Refused, Allowed, Allowed, Allowed];
 const RELAY_PUBLISH: Row = [Refused, Refused, Refused, Refused, Allowed, Refused];
 const RELAY_ONLY_FRAME: Row = [Closed, Closed, Closed, Closed, Allowed, Closed];
 
+/// Publishes the comments that deletions target, as an admin.
+fn seed(broker: &Broker, topic: &Topic) {
+    let mut seeder = connect(broker, Who::Admin);
+    for i in 0..SEEDED {
+        seeder
+            .publish(topic, format!("seed {i}").as_bytes())
+            .expect("admin seeds the topic");
+    }
+}
+
 fn check_row(op: &str, expected: Row, mut run: impl FnMut(Who) -> Answer) {
     for (who, want) in EVERYONE.into_iter().zip(expected) {
         assert_eq!(run(who), want, "{op} by {who:?}");
@@ -255,12 +265,7 @@ fn every_role_gets_the_answer_its_permissions_give() {
     let dir = TestDir::new();
     let broker = start(&dir);
     let topic = topic(TOPIC);
-    let mut seeder = connect(&broker, Who::Admin);
-    for i in 0..SEEDED {
-        seeder
-            .publish(&topic, format!("seed {i}").as_bytes())
-            .expect("admin seeds the topic");
-    }
+    seed(&broker, &topic);
 
     check_row("SUBSCRIBE", SUBSCRIBE, |who| {
         subscribe(&broker, who, &topic)
@@ -290,12 +295,7 @@ fn refused_deletions_leave_the_comments_in_history() {
     let dir = TestDir::new();
     let broker = start(&dir);
     let topic = topic(TOPIC);
-    let mut seeder = connect(&broker, Who::Admin);
-    for i in 0..SEEDED {
-        seeder
-            .publish(&topic, format!("seed {i}").as_bytes())
-            .expect("admin seeds the topic");
-    }
+    seed(&broker, &topic);
     for who in EVERYONE {
         delete(&broker, who, &topic);
     }

@@ -5,13 +5,14 @@
 mod util;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use chorus_client::{
     Backoff, ClientError, Connection, Event, Options, StartAt, Subscriber, TlsOptions, Topic,
 };
+use util::chatlog::{print_skip, recorded_chat};
 use util::client::{assert_in_order, collect_events, options, publish_pipelined, topic};
 use util::pki::{Issued, Pki};
 use util::{Broker, TestDir};
@@ -266,38 +267,10 @@ fn mutual_tls_accepts_client_certificate() {
     });
 }
 
-/// Reads the text of the first `limit` comments of the recorded chat, or returns `None` when
-/// the log is not there.
-fn recorded_chat(limit: usize) -> Option<Vec<Vec<u8>>> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/chatlogs/youtube-live-hk-stream.csv");
-    if !path.exists() {
-        return None;
-    }
-    let mut reader = csv::Reader::from_path(&path).expect("chat log opens");
-    let headers = reader.headers().expect("chat log has a header").clone();
-    let column = headers
-        .iter()
-        .position(|name| name == "message")
-        .expect("chat log has a message column");
-    let texts = reader
-        .records()
-        .take(limit)
-        .map(|record| {
-            let record = record.expect("chat log record parses");
-            record[column].as_bytes().to_vec()
-        })
-        .collect();
-    Some(texts)
-}
-
 #[test]
 fn recorded_chat_over_tls_arrives_once_in_order() {
     let Some(texts) = recorded_chat(REPLAY_COMMENTS) else {
-        println!(
-            "skipped: the recorded chat log shared/data/chatlogs/youtube-live-hk-stream.csv \
-             next to the workspace is missing"
-        );
+        print_skip("recorded_chat_over_tls_arrives_once_in_order");
         return;
     };
     assert_eq!(
