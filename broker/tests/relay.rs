@@ -624,3 +624,41 @@ fn relay_stays_on_fallback_while_primary_has_no_upstream() {
         .count();
     assert_eq!(connections, 2, "upstream connections of the edge");
 }
+
+/// A link on which the upstream has nothing to send stays up: the relay PINGs a quiet upstream
+/// and takes its PONG as a sign of life, rather than dropping the link as silent.
+#[test]
+fn quiet_link_stays_connected() {
+    // The upstream's idle timeout sets the relay's silence limit: twice it, plus 10 s.
+    const QUIET: Duration = Duration::from_secs(13);
+    let dir = TestDir::new();
+    let config = dir.write_config("[limits]\nidle_timeout_ms = 500\n");
+    let broker = Broker::start(&dir.data(), &["--config", &config]);
+    let origin = Node { broker, dir };
+    let relay = relay(&[origin.addr()], "");
+    let topic = topic("relay/quiet");
+    let mut subscriber = subscribe(&relay.addr(), &topic, StartAt::Latest);
+    relay.broker.wait_for_log("subscribed upstream", WAIT);
+    let mut publisher = connect(&origin.addr());
+    publish_pipelined(&mut publisher, &topic, &payloads(0..1));
+    assert_in_order(&collect_events(&mut subscriber, &topic, 1), 0, payload);
+
+    thread::sleep(QUIET);
+    publish_pipelined(&mut connect(&origin.addr()), &topic, &payloads(1..2));
+    assert_in_order(&collect_events(&mut subscriber, &topic, 1), 1, payload);
+    let silent = relay
+        .broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("upstream silent"))
+        .count();
+    assert_eq!(silent, 0, "links dropped as silent");
+    wait_connected(&relay, 1);
+    let connections = relay
+        .broker
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("connected upstream"))
+        .count();
+    assert_eq!(connections, 1, "upstream connections of the relay");
+}

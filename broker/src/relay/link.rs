@@ -76,6 +76,11 @@ pub(crate) enum Command {
     Report(Vec<Frame>),
     /// The reader of connection number `generation` stopped, for the reason given.
     Lost { generation: u64, error: String },
+    /// The reader of connection number `generation` has heard nothing for half its silence
+    /// limit: the link sends a PING, whose PONG tells a quiet upstream from a dead one. The
+    /// upstream's own PINGs do not reach the reader, and it sends none to a relay that reports
+    /// viewer counts, as those keep the relay's side of the connection busy.
+    Ping { generation: u64 },
     /// A probe started during connection number `generation` finished: with the connection
     /// to upstream number `target` after its WELCOME, or with the error. A probe goes to the
     /// primary while the link is on a fallback, or, to announce the relay chain, to the
@@ -669,7 +674,7 @@ impl Link {
                 }
                 // Topic states are read again when the next connection resumes them.
                 Command::Subscribe(_) | Command::Unsubscribe(_) | Command::Lost { .. } => {}
-                Command::Report(_) => {}
+                Command::Report(_) | Command::Ping { .. } => {}
                 // A probe of an earlier connection; its connection closes on drop.
                 Command::Probe { .. } => {}
                 // The next connection's HELLO carries the current chain.
@@ -864,6 +869,10 @@ impl Link {
             } => session.publish(&self.shared, topic, payload, author, reply),
             Command::Moderate { action, reply } => session.moderate(&self.shared, action, reply),
             Command::Report(frames) => queue_report(&mut session.writer, &frames),
+            Command::Ping { generation } if generation == self.generation => {
+                session.writer.send(&Frame::Ping(generation))
+            }
+            Command::Ping { .. } => Ok(()),
         };
         match written {
             Ok(()) => Step::Continue,
@@ -1090,15 +1099,25 @@ impl Reader {
         );
         let _entered = span.enter();
         let mut last_frame = Instant::now();
+        let mut pinged = false;
         let error = loop {
             match upstream.recv() {
                 Ok(frame) => {
                     last_frame = Instant::now();
+                    pinged = false;
                     self.on_frame(frame);
                 }
                 Err(ClientError::Timeout) => {
-                    if last_frame.elapsed() >= self.silence {
+                    let quiet = last_frame.elapsed();
+                    if quiet >= self.silence {
                         break format!("upstream silent for {:?}", self.silence);
+                    }
+                    if quiet >= self.silence / 2 && !pinged {
+                        pinged = true;
+                        if let Some(relay) = self.shared.relay.as_ref() {
+                            let generation = self.generation;
+                            relay.send(self.index, Command::Ping { generation });
+                        }
                     }
                 }
                 Err(ClientError::Server {

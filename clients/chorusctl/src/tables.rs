@@ -141,6 +141,7 @@ fn link_table(links: &[Value], now_ms: u64) -> String {
         "CONNECTIONS",
         "FAILOVERS",
         "LAST_ERROR",
+        "LAST_LOSS",
     ]);
     for link in links {
         let state = match link["connected"].as_bool() {
@@ -159,6 +160,7 @@ fn link_table(links: &[Value], now_ms: u64) -> String {
             number(&link["connections"]),
             number(&link["failovers"]),
             text(&link["last_error"]),
+            text(&link["last_loss"]),
         ]);
     }
     align_right(&mut table, &[0, 4, 5]);
@@ -544,6 +546,7 @@ mod tests {
             "links": [{
                 "link": 0, "address": "127.0.0.1:7400", "connected": true,
                 "since_unix_ms": 0, "connections": 1, "failovers": 2, "last_error": null,
+                "last_loss": "127.0.0.1:7400: upstream silent for 130s",
             }],
             "topics": [{
                 "topic": "live", "state": "subscribed", "cache_end": 10, "upstream_end": 12,
@@ -559,6 +562,7 @@ mod tests {
         assert!(text.contains("connected"), "{text}");
         assert!(text.contains("5 ms"), "{text}");
         assert!(text.contains("edge-2"), "{text}");
+        assert!(text.contains("upstream silent for 130s"), "{text}");
     }
 
     #[test]
