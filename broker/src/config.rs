@@ -406,8 +406,8 @@ impl Config {
                 "limits.hello_timeout_ms must be above 0".into(),
             ));
         }
-        // A batch holds at least one comment, so one of the largest comments, with the longest
-        // publisher id, must fit; a relay below refuses frames above its own batch size.
+        // A batch contains at least one comment, so one of the largest comments with the longest
+        // publisher id must fit. A relay below rejects frames above its own batch size.
         let largest_entry = chorus_protocol::event::entry_len(255, limits.max_payload as usize);
         if limits.max_batch_bytes < largest_entry {
             return Err(ConfigError::Invalid(format!(

@@ -49,8 +49,8 @@ impl Worker {
                 return;
             };
             let subscribed = relay.upstream == Upstream::Subscribed;
-            // Every join restarts the linger time, also one that leaves again before the
-            // linger timer's next pass sees it.
+            // Every join restarts the linger time, even one that leaves again before the
+            // linger timer's next pass.
             relay.idle_since = None;
             if relay.upstream == Upstream::Idle {
                 relay.upstream = Upstream::Subscribing;

@@ -151,7 +151,7 @@ impl Watcher {
     }
 
     /// Waits until the viewer count settles at `expected`: a reading of SETTLE brings no new
-    /// record and the latest one says `expected`. A record read first with `StartAt::Last` may
+    /// record and the latest one reports `expected`. A record read first with `StartAt::Last` may
     /// predate changes still on their way, so reaching `expected` once is not enough.
     fn expect_viewers(&mut self, expected: u64) {
         let deadline = Instant::now() + WAIT;

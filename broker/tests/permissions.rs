@@ -1,6 +1,6 @@
 //! The permission matrix with a real chorusd on loopback: every role, and a session without a
-//! token, against every operation a client can ask for. Each row says what the operation must
-//! answer; a denied operation must change nothing.
+//! token, against every operation a client can request. Each row gives the expected result of
+//! one operation for each session, and a denied operation must change nothing.
 //!
 //! Tokens that fail verification (expired, forged, signed with an untrusted key) are refused at
 //! HELLO; `auth.rs` covers them.
@@ -66,7 +66,7 @@ impl Who {
     }
 }
 
-/// What an operation must answer.
+/// Expected result of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Answer {
     /// Carried out.
@@ -117,7 +117,7 @@ fn connect(broker: &Broker, who: Who) -> Connection {
         .unwrap_or_else(|e| panic!("{who:?}: connect: {e}"))
 }
 
-/// Classifies the result of an operation that answers with an acknowledgement.
+/// Classifies the result of an operation that the server acknowledges.
 fn answer_of<T: std::fmt::Debug>(who: Who, op: &str, result: Result<T, ClientError>) -> Answer {
     match result {
         Ok(_) => Allowed,
@@ -137,9 +137,9 @@ fn answer_of<T: std::fmt::Debug>(who: Who, op: &str, result: Result<T, ClientErr
     }
 }
 
-/// Sends a frame the server does not answer when it accepts it, then a PING-like round trip
-/// that every session can make (a SUBSCRIBE to a topic open to everyone), and classifies what
-/// came back: the round trip answers only when the frame was accepted.
+/// Sends a frame that the server does not acknowledge when it accepts it, then a round trip
+/// that every session can make (a SUBSCRIBE to a topic open to everyone). Classifies the reply:
+/// the round trip succeeds only when the frame was accepted.
 fn unanswered(conn: &mut Connection, who: Who, op: &str, frame: &Frame) -> Answer {
     conn.send(frame)
         .unwrap_or_else(|e| panic!("{who:?} {op}: send: {e}"));
@@ -310,7 +310,7 @@ fn refused_deletions_leave_the_comments_in_history() {
     reader
         .subscribe(&topic, StartAt::Offset(0), 0)
         .expect("admin reads history");
-    // History holds the seeded comments, then one tombstone per allowed deletion.
+    // History contains the seeded comments, then one tombstone per allowed deletion.
     let events = collect_events(&mut reader, &topic, SEEDED as usize + allowed.len());
     for who in EVERYONE {
         let event = &events[who.delete_target() as usize];

@@ -589,7 +589,7 @@ fn upstream_with_larger_batches_refuses_the_link() {
 /// A relay on its fallback moves back to the primary only once the primary serves a topic: a
 /// primary that is up but cut off from every upstream of its own would hold every subscription.
 #[test]
-fn relay_stays_on_fallback_while_primary_has_no_upstream() {
+fn fallback_kept_while_primary_cut_off() {
     let origin = origin();
     let primary_addr = free_addr();
     let mut primary = relay_on(&primary_addr, &[origin.addr()], "");

@@ -762,7 +762,7 @@ fn relay_without_upstream_sends_children_elsewhere() {
     );
 }
 
-/// Accepts connections on a loopback port and never answers them, for `hold`.
+/// Accepts connections on a loopback port and sends nothing on them, for `hold`.
 fn silent_listener(hold: Duration) -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
     let addr = listener.local_addr().expect("listener address").to_string();
@@ -805,8 +805,8 @@ fn relays_in_a_cycle(relays: &[&Node]) -> Vec<String> {
         .collect()
 }
 
-/// Three relays whose primaries never answer, so their links spend most of their time probing,
-/// and whose fallbacks form a loop. The loop must never stand with every link connected.
+/// Three relays whose primaries never reply, so their links spend most of their time probing,
+/// and whose fallbacks form a loop. The loop must never exist with every link connected.
 #[test]
 fn loop_behind_silent_primaries_never_stands() {
     const WATCH: Duration = Duration::from_secs(8);

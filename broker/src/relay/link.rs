@@ -76,10 +76,10 @@ pub(crate) enum Command {
     Report(Vec<Frame>),
     /// The reader of connection number `generation` stopped, for the reason given.
     Lost { generation: u64, error: String },
-    /// The reader of connection number `generation` has heard nothing for half its silence
-    /// limit: the link sends a PING, whose PONG tells a quiet upstream from a dead one. The
-    /// upstream's own PINGs do not reach the reader, and it sends none to a relay that reports
-    /// viewer counts, as those keep the relay's side of the connection busy.
+    /// The reader of connection number `generation` received nothing for half its silence
+    /// limit, so the link sends a PING. Its PONG distinguishes a quiet upstream from a dead one.
+    /// The upstream's own PINGs never reach the reader, and the upstream sends none to a relay
+    /// that reports viewer counts, because those keep the relay's side of the connection busy.
     Ping { generation: u64 },
     /// A probe started during connection number `generation` finished: with the connection
     /// to upstream number `target` after its WELCOME, or with the error. A probe goes to the
@@ -160,9 +160,9 @@ pub(crate) struct Failover {
     short_sessions: u32,
 }
 
-/// Connections in a row to one upstream that end early before the link tries the next one: an
-/// upstream that accepts the relay and then drops it, for example for a missing relay token,
-/// must not hold the link while a fallback works.
+/// Number of connections in a row to one upstream that end early before the link tries the
+/// next upstream. An upstream that accepts the relay and then drops it (for example for a
+/// missing relay token) must not keep the link while a fallback works.
 pub(super) const SHORT_SESSIONS_BEFORE_FAILOVER: u32 = 3;
 
 /// One connection attempt: the index of its target and the ceiling of its random delay.
@@ -331,7 +331,7 @@ enum Step {
     Switch(Box<Connection>, usize, Vec<String>),
 }
 
-/// How a connection's session ended.
+/// The way a connection's session ended.
 enum SessionEnd {
     Lost,
     Stop,
@@ -622,10 +622,10 @@ impl Link {
             token: self.upstream_token(),
             connect_timeout: CONNECT_TIMEOUT,
             read_timeout: Some(READ_POLL),
-            // The relay forwards its upstream's batches as they are, and tells its own clients
-            // that it sends frames of up to max_batch_bytes and the head room. Asking the
-            // upstream for no more makes an upstream with larger batches refuse the link with
-            // FRAME_TOO_LARGE, rather than this relay sending clients more than it announced.
+            // The relay forwards its upstream's batches unchanged, and announces to its own
+            // clients frames of up to max_batch_bytes plus the head room. Requesting no more from
+            // the upstream makes an upstream with larger batches reject the link with
+            // FRAME_TOO_LARGE, so this relay never sends clients more than it announced.
             max_frame: u32::try_from(config.limits.max_batch_bytes + EVENTS_HEAD_ROOM)
                 .unwrap_or(u32::MAX),
             features: match config.relay.compression {
@@ -910,15 +910,15 @@ impl Link {
     }
 }
 
-/// Longest wait for the primary's SUBSCRIBED during a probe. A primary that is a relay answers
-/// once its own upstream has; one cut off from its upstream holds the subscription.
+/// Maximum wait for the primary's SUBSCRIBED during a probe. A primary that is a relay sends it
+/// once its own upstream has, and one cut off from its upstream keeps the subscription pending.
 const PROBE_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to the primary and checks that it serves: when `check` names a topic, a first
-/// connection must get SUBSCRIBED for it, which a relay without an upstream of its own never
-/// sends, so the link does not move to a primary that would stall every topic. That connection
-/// is then closed and a fresh one returned, so that the link's session starts with no
-/// subscription and resumes every topic from its cache.
+/// Connects to the primary and checks that it can serve the link's topics. When `check` names a
+/// topic, a first connection must receive SUBSCRIBED for it. A relay without an upstream of its
+/// own never sends it, so the link does not move to a primary that would stall every topic.
+/// That connection is then closed and a fresh one returned, so the link's session starts with
+/// no subscription and resumes every topic from its cache.
 fn probe_primary(
     primary: &str,
     options: &Options,

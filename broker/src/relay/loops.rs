@@ -7,9 +7,10 @@
 //! ERROR `UNEXPECTED_FRAME` "relay loop".
 //!
 //! The check runs when a link connects, and the chain a link announced goes stale when relays
-//! join below afterwards. So when a relay admits a chain with an id that the HELLO of a link's
-//! current connection lacks, that link connects to its upstream again with the longer chain
-//! (see `Command::AnnounceChain`), and a loop that the join closed is caught there. NOTE: two links
+//! join below afterwards. So when a relay admits a chain with an id that is missing from the
+//! HELLO of a link's current connection, that link connects to its upstream again with the
+//! longer chain (see `Command::AnnounceChain`). The upstream then detects a loop that the join
+//! closed. NOTE: two links
 //! of one loop that connect at the same moment each see a chain without the other, so such a
 //! loop is caught at the next announcement or reconnect. A chain longer than `client_name`
 //! allows (255 bytes) is cut, and loops through the ids cut off go undetected.
@@ -119,10 +120,10 @@ fn random_node_id() -> String {
 /// Name of the file in the data directory that keeps a node's random id across restarts.
 const NODE_ID_FILE: &str = "node_id";
 
-/// Returns the node id kept in `data_dir`, or a new random one that is written there, so that
-/// a node without a configured `node_id` keeps its id across restarts: each new id below a
-/// relay makes its links announce the chain upstream again. A file that cannot be read or
-/// written leaves a random id for this run, with a warning.
+/// Returns the node id stored in `data_dir`, or a new random one that is written there. A node
+/// without a configured `node_id` so keeps its id across restarts, because each new id below a
+/// relay makes its links announce the chain upstream again. When the file cannot be read or
+/// written, the id is random for this run and a warning is logged.
 pub(crate) fn stored_node_id(data_dir: &Path) -> String {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {

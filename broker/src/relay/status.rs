@@ -36,8 +36,8 @@ pub(crate) struct LinkStatus {
     pub(crate) failovers: u64,
     /// Error of the last failed connection attempt; cleared at the next connection.
     pub(crate) last_error: Option<String>,
-    /// Why the last connection ended, kept across reconnects, so that an upstream that accepts
-    /// and then drops every connection shows its reason.
+    /// Reason the last connection ended, kept across reconnects, so that an upstream that
+    /// accepts and then drops every connection shows its reason.
     pub(crate) last_loss: Option<String>,
     /// Whether the current or last connection negotiated zstd-compressed batches.
     pub(crate) zstd_events: bool,

@@ -309,14 +309,14 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Ports that [`free_addr`] hands out: below the kernel's ephemeral range (32768 and up on
-/// Linux), so that no outgoing connection of another process takes one between the check and
-/// the start of the broker that listens on it, and away from the ports the bench scripts use.
+/// Ports that [`free_addr`] hands out. They are below the kernel's ephemeral range (32768 and
+/// up by default on Linux), so no outgoing connection of another process takes one between the
+/// check and the start of the broker. They also avoid the ports the bench scripts use.
 const FREE_PORTS: std::ops::Range<u16> = 20_000..27_000;
 
 /// Returns a loopback address with a port that was free a moment ago and that this test process
-/// has not handed out before, for a broker whose address must be known before it starts (a
-/// relay that others name as their upstream, a node restarted on the same address).
+/// has not handed out before. It is for a broker whose address must be known before it starts,
+/// such as a relay that others name as their upstream, or a node restarted on one address.
 #[allow(dead_code)]
 pub fn free_addr() -> String {
     use rand::Rng;
