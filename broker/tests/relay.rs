@@ -4,18 +4,16 @@
 mod util;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use chorus_client::{ClientError, Connection, ErrorCode, Event, Frame, StartAt, Subscriber, Topic};
-use chorus_protocol::{decode_preamble, preamble, Decoder, Welcome, DEFAULT_MAX_FRAME, VERSION};
 use util::client::{assert_in_order, collect_events, connect, options, publish_pipelined, topic};
 use util::pki::Pki;
+use util::raw::accept_and_drop_at;
 use util::{free_addr, wait_until, Broker, TestDir};
 
 /// Maximum wait for a log line, a connection or a delivery.
@@ -391,59 +389,13 @@ fn publish_without_upstream_is_upstream_unavailable() {
     }
 }
 
-/// An upstream that completes the handshake, reads frames until the first PUBLISH, and then
-/// drops the connection without acknowledging it.
-fn accept_and_drop_at_publish(listener: &TcpListener) {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let mut socket = loop {
-        match listener.accept() {
-            Ok((socket, _)) => break socket,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "relay did not connect upstream");
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("accept failed: {e}"),
-        }
-    };
-    socket.set_nonblocking(false).unwrap();
-    socket.set_read_timeout(Some(WAIT)).unwrap();
-
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    let mut read_more = |socket: &mut std::net::TcpStream, buf: &mut BytesMut| {
-        let n = socket.read(&mut chunk).expect("read from the relay");
-        assert!(n > 0, "relay closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    while decode_preamble(&mut buf).expect("relay preamble").is_none() {
-        read_more(&mut socket, &mut buf);
-    }
-    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME);
-    let welcome = Frame::Welcome(Welcome {
-        version: VERSION,
-        max_frame: DEFAULT_MAX_FRAME,
-        server_name: "test upstream".into(),
-        max_payload: 64 * 1024,
-        idle_timeout_ms: 0,
-        features: 0,
-    });
-    socket.write_all(&preamble()).unwrap();
-    socket.write_all(&welcome.to_bytes()).unwrap();
-    loop {
-        match decoder.decode(&mut buf).expect("frame from the relay") {
-            Some(Frame::Publish(_)) => return,
-            Some(_) => {}
-            None => read_more(&mut socket, &mut buf),
-        }
-    }
-}
-
 #[test]
 fn publish_lost_with_upstream_is_upstream_unavailable() {
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let relay = relay(&[upstream.local_addr().unwrap().to_string()], "");
-    let dropper = thread::spawn(move || accept_and_drop_at_publish(&upstream));
+    let dropper = thread::spawn(move || {
+        accept_and_drop_at(&upstream, WAIT, |f| matches!(f, Frame::Publish(_)))
+    });
 
     let mut conn = connect(&relay.addr());
     wait_connected(&relay, 1);

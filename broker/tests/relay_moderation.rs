@@ -5,21 +5,17 @@
 
 mod util;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use chorus_client::{ClientError, Connection, ErrorCode, Event, Frame, Options, StartAt, Topic};
 use chorus_protocol::event::flags;
-use chorus_protocol::{
-    decode_preamble, preamble, Decoder, ModAction, RelayPublish, Welcome, DEFAULT_MAX_FRAME,
-    VERSION,
-};
+use chorus_protocol::{ModAction, RelayPublish};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use util::client::{options, topic};
+use util::raw::accept_and_drop_at;
 use util::{free_addr, Broker, TestDir};
 
 /// Shared secret of the test's HS256 tokens, trusted by every node.
@@ -433,59 +429,13 @@ fn moderate_without_upstream_is_unavailable() {
     assert_eq!(moderate_rejection(result), ErrorCode::UpstreamUnavailable);
 }
 
-/// An upstream that completes the handshake, reads frames until the first MODERATE, and then
-/// drops the connection without acknowledging it.
-fn accept_and_drop_at_moderate(listener: &TcpListener) {
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let mut socket = loop {
-        match listener.accept() {
-            Ok((socket, _)) => break socket,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                assert!(Instant::now() < deadline, "relay did not connect upstream");
-                thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("accept failed: {e}"),
-        }
-    };
-    socket.set_nonblocking(false).unwrap();
-    socket.set_read_timeout(Some(WAIT)).unwrap();
-
-    let mut buf = BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    let mut read_more = |socket: &mut std::net::TcpStream, buf: &mut BytesMut| {
-        let n = socket.read(&mut chunk).expect("read from the relay");
-        assert!(n > 0, "relay closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    while decode_preamble(&mut buf).expect("relay preamble").is_none() {
-        read_more(&mut socket, &mut buf);
-    }
-    let welcome = Frame::Welcome(Welcome {
-        version: VERSION,
-        max_frame: DEFAULT_MAX_FRAME,
-        server_name: "test upstream".into(),
-        max_payload: 64 * 1024,
-        idle_timeout_ms: 0,
-        features: 0,
-    });
-    socket.write_all(&preamble()).unwrap();
-    socket.write_all(&welcome.to_bytes()).unwrap();
-    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME);
-    loop {
-        match decoder.decode(&mut buf).expect("frame from the relay") {
-            Some(Frame::Moderate(_)) => return,
-            Some(_) => {}
-            None => read_more(&mut socket, &mut buf),
-        }
-    }
-}
-
 #[test]
 fn moderate_lost_with_upstream_is_unavailable() {
     let upstream = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     let relay = open_relay(&upstream.local_addr().unwrap().to_string());
-    let dropper = thread::spawn(move || accept_and_drop_at_moderate(&upstream));
+    let dropper = thread::spawn(move || {
+        accept_and_drop_at(&upstream, WAIT, |f| matches!(f, Frame::Moderate(_)))
+    });
     relay.broker.wait_for_log("connected upstream", WAIT);
 
     let mut conn = Connection::connect(&relay.addr(), &options()).expect("connect");

@@ -304,3 +304,57 @@ pub fn hello_frame_with_max(version: u16, max_frame: u32) -> Vec<u8> {
     };
     Frame::Hello(hello).to_bytes().to_vec()
 }
+
+/// Plays an upstream for a relay on `listener`: accepts its connection within `wait`, answers
+/// its preamble and HELLO, reads frames until one for which `stop` returns true, and then
+/// drops the connection without acknowledging that frame.
+#[allow(dead_code)]
+pub fn accept_and_drop_at(
+    listener: &std::net::TcpListener,
+    wait: Duration,
+    stop: fn(&Frame) -> bool,
+) {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut socket = loop {
+        match listener.accept() {
+            Ok((socket, _)) => break socket,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "relay did not connect upstream");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    };
+    socket.set_nonblocking(false).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    let mut read_more = |socket: &mut TcpStream, buf: &mut BytesMut| {
+        let n = socket.read(&mut chunk).expect("read from the relay");
+        assert!(n > 0, "relay closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    while decode_preamble(&mut buf).expect("relay preamble").is_none() {
+        read_more(&mut socket, &mut buf);
+    }
+    let welcome = Frame::Welcome(Welcome {
+        version: VERSION,
+        max_frame: DEFAULT_MAX_FRAME,
+        server_name: "test upstream".into(),
+        max_payload: 64 * 1024,
+        idle_timeout_ms: 0,
+        features: 0,
+    });
+    socket.write_all(&preamble()).unwrap();
+    socket.write_all(&welcome.to_bytes()).unwrap();
+    let mut decoder = Decoder::new(DEFAULT_MAX_FRAME);
+    loop {
+        match decoder.decode(&mut buf).expect("frame from the relay") {
+            Some(frame) if stop(&frame) => return,
+            Some(_) => {}
+            None => read_more(&mut socket, &mut buf),
+        }
+    }
+}
