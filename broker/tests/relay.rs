@@ -8,10 +8,13 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_client::{ClientError, Connection, ErrorCode, Event, Frame, StartAt, Subscriber, Topic};
-use util::client::{assert_in_order, collect_events, connect, options, publish_pipelined, topic};
+use util::client::{
+    assert_in_order, collect_events, collect_through, connect, options, publish_pipelined,
+    publish_until, topic,
+};
 use util::pki::Pki;
 use util::raw::accept_and_drop_at;
 use util::{free_addr, wait_until, Broker, TestDir};
@@ -215,44 +218,6 @@ fn cold_relay_warms_cache_for_last_n() {
     assert_in_order(&events, 25, payload);
 }
 
-/// Publishes to `addr` until `stop` is set, reconnecting after errors, and records the offset
-/// of every acknowledged comment.
-fn publish_until(addr: String, topic: Topic, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u64>>>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut conn: Option<Connection> = None;
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
-        let Some(c) = conn.as_mut() else {
-            conn = Connection::connect(&addr, &options()).ok();
-            if conn.is_none() {
-                thread::sleep(Duration::from_millis(20));
-            }
-            continue;
-        };
-        match c.publish(&topic, format!("crash test {sent}").as_bytes()) {
-            Ok(ack) => acked.lock().unwrap().push(ack.offset),
-            Err(_) => conn = None,
-        }
-        sent += 1;
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Receives comments until one at `last` or beyond arrived.
-fn collect_through(conn: &mut Connection, topic: &Topic, last: u64) -> Vec<Event> {
-    let mut events: Vec<Event> = Vec::new();
-    while events.last().is_none_or(|e| e.offset < last) {
-        match conn.recv().expect("failed to read EVENTS") {
-            Frame::Events(batch) => {
-                assert_eq!(batch.topic(), topic, "EVENTS topic");
-                events.extend(batch.iter());
-            }
-            other => panic!("expected EVENTS, got {other:?}"),
-        }
-    }
-    events
-}
-
 #[test]
 fn origin_crash_leaves_relay_subscribers_no_gap() {
     let mut origin = origin();
@@ -266,7 +231,16 @@ fn origin_crash_leaves_relay_subscribers_no_gap() {
     let publisher = {
         let (topic, stop, acked) = (topic.clone(), stop.clone(), acked.clone());
         let addr = origin_addr.clone();
-        thread::spawn(move || publish_until(addr, topic, stop, acked))
+        thread::spawn(move || {
+            publish_until(
+                &addr,
+                &topic,
+                |n| format!("crash test {n}").into_bytes(),
+                &stop,
+                &acked,
+                Duration::from_secs(60),
+            )
+        })
     };
     assert!(
         wait_until(WAIT, || acked.lock().unwrap().len() >= 200),

@@ -6,12 +6,15 @@ mod util;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_client::{Connection, Event, Frame, Options, StartAt, Topic};
 use chorus_protocol::frame::features;
 use serde_json::Value;
-use util::client::{assert_in_order, collect_events, connect, options, publish_pipelined, topic};
+use util::client::{
+    assert_in_order, collect_events, collect_through, connect, options, publish_pipelined,
+    publish_until, topic,
+};
 use util::{wait_until, Broker, TestDir};
 
 /// Maximum wait for a log line, a connection or a delivery.
@@ -273,44 +276,6 @@ fn level_zero_grants_no_compression() {
     assert_eq!(compressed, 0, "EVENTS_ZSTD frames sent with zstd_level = 0");
 }
 
-/// Publishes to `addr` until `stop` is set, reconnecting after errors, and records the offset
-/// of every acknowledged comment.
-fn publish_until(addr: String, topic: Topic, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u64>>>) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut conn: Option<Connection> = None;
-    let mut sent = 0u64;
-    while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
-        let Some(c) = conn.as_mut() else {
-            conn = Connection::connect(&addr, &options()).ok();
-            if conn.is_none() {
-                thread::sleep(Duration::from_millis(20));
-            }
-            continue;
-        };
-        match c.publish(&topic, &payload(sent)) {
-            Ok(ack) => acked.lock().unwrap().push(ack.offset),
-            Err(_) => conn = None,
-        }
-        sent += 1;
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Receives comments until one at `last` or beyond arrived.
-fn collect_through(conn: &mut Connection, topic: &Topic, last: u64) -> Vec<Event> {
-    let mut events: Vec<Event> = Vec::new();
-    while events.last().is_none_or(|e| e.offset < last) {
-        match conn.recv().expect("failed to read EVENTS") {
-            Frame::Events(batch) => {
-                assert_eq!(batch.topic(), topic, "EVENTS topic");
-                events.extend(batch.iter());
-            }
-            other => panic!("expected EVENTS, got {other:?}"),
-        }
-    }
-    events
-}
-
 /// Waits until `node` logged `needle` at least `count` times.
 fn wait_for_lines(node: &Node, needle: &str, count: usize) {
     let seen = wait_until(WAIT, || {
@@ -347,7 +312,16 @@ fn relay_returns_to_primary_without_gap() {
     let publisher = {
         let (topic, stop, acked) = (topic.clone(), stop.clone(), acked.clone());
         let addr = origin.addr();
-        thread::spawn(move || publish_until(addr, topic, stop, acked))
+        thread::spawn(move || {
+            publish_until(
+                &addr,
+                &topic,
+                payload,
+                &stop,
+                &acked,
+                Duration::from_secs(90),
+            )
+        })
     };
     wait_for_acks(&acked, 200, "before the kill");
 

@@ -164,3 +164,51 @@ impl GoodClient {
         self.next_offset += 1;
     }
 }
+
+/// Publishes `payload(n)` for n = 0, 1, 2, … to `topic` at `addr`, about one every 2 ms, until
+/// `stop` is set or `limit` has passed, and records each acknowledged offset in `acked`. A lost
+/// connection is opened again, so the publisher goes on through a broker restart.
+#[allow(dead_code)]
+pub fn publish_until(
+    addr: &str,
+    topic: &Topic,
+    payload: fn(u64) -> Vec<u8>,
+    stop: &std::sync::atomic::AtomicBool,
+    acked: &std::sync::Mutex<Vec<u64>>,
+    limit: Duration,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut conn: Option<Connection> = None;
+    let mut sent = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) && std::time::Instant::now() < deadline {
+        let Some(c) = conn.as_mut() else {
+            conn = Connection::connect(addr, &options()).ok();
+            if conn.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            continue;
+        };
+        match c.publish(topic, &payload(sent)) {
+            Ok(ack) => acked.lock().unwrap().push(ack.offset),
+            Err(_) => conn = None,
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Receives comments of `topic` until one at offset `last` or beyond has arrived.
+#[allow(dead_code)]
+pub fn collect_through(conn: &mut Connection, topic: &Topic, last: u64) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    while events.last().is_none_or(|e| e.offset < last) {
+        match conn.recv().expect("failed to read EVENTS") {
+            Frame::Events(batch) => {
+                assert_eq!(batch.topic(), topic, "EVENTS topic");
+                events.extend(batch.iter());
+            }
+            other => panic!("expected EVENTS, got {other:?}"),
+        }
+    }
+    events
+}
