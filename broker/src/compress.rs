@@ -65,7 +65,7 @@ pub(crate) fn worth_sending(plain_len: usize, compressed_len: usize) -> bool {
 }
 
 /// The EVENTS_ZSTD copy of a batch's frame, made on first use and shared by every clone of the
-/// batch. It holds `None` when compression failed or saved too little.
+/// batch. It is `None` when compression failed or saved too little.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CompressedCopy(Arc<OnceLock<Option<Bytes>>>);
 

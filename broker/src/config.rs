@@ -96,7 +96,7 @@ pub struct DeliveryConfig {
     pub max_catch_up_ms: u64,
 }
 
-/// Longest batching window accepted, in microseconds: every acknowledgement waits for it.
+/// Maximum batching window accepted, in microseconds, because every acknowledgement waits for it.
 pub const MAX_BATCH_WINDOW_US: u64 = 100_000;
 
 impl Default for DeliveryConfig {

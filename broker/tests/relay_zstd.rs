@@ -86,7 +86,7 @@ fn relay(upstreams: &[String], extra: &str) -> Node {
     }
 }
 
-/// A chat-like payload: short, repetitive text, as live comments are.
+/// Returns a chat-like payload: short, repetitive text, as live comments are.
 fn payload(offset: u64) -> Vec<u8> {
     format!(
         "{{\"user\":\"viewer-{}\",\"text\":\"what a play, number {offset}!\"}}",
@@ -285,7 +285,7 @@ fn wait_for_lines(node: &Node, needle: &str, count: usize) {
     assert!(seen, "{needle:?} not logged {count} time(s)");
 }
 
-/// Waits until `acked` holds at least `count` offsets.
+/// Waits until `acked` contains at least `count` offsets.
 fn wait_for_acks(acked: &Mutex<Vec<u64>>, count: usize, phase: &str) {
     let reached = wait_until(WAIT, || acked.lock().unwrap().len() >= count);
     assert!(reached, "fewer than {count} publishes acknowledged {phase}");

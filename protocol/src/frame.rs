@@ -339,7 +339,7 @@ pub struct ModerateAck {
     pub code: ErrorCode,
 }
 
-/// Longest reaction kind in bytes.
+/// Maximum length of a reaction kind, in bytes.
 pub const MAX_REACTION_KIND: usize = 32;
 
 /// Body of REACT.
@@ -358,7 +358,7 @@ pub struct React {
 pub struct Cap {
     /// Topic of the subscription to cap.
     pub topic: Topic,
-    /// Most comments per second to deliver; 0 removes the cap.
+    /// Maximum comments per second to deliver. 0 removes the cap.
     pub max_per_sec: u32,
 }
 

@@ -18,7 +18,7 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// Latency histograms of deliveries, one per second since publishing started.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
-    /// Entry `s` holds the deliveries that arrived in `[s, s + 1)` seconds after the start; a
+    /// Entry `s` counts the deliveries that arrived in `[s, s + 1)` seconds after the start; a
     /// histogram is allocated at the first delivery of its second.
     seconds: Vec<Option<Histogram<u64>>>,
 }

@@ -189,7 +189,7 @@ impl EdgeCache {
         };
         self.bytes = self.bytes - batch.frame.len() + frame.len();
         batch.frame = frame;
-        // The shared compressed copy still holds the deleted text, so this batch drops it.
+        // The shared compressed copy still contains the deleted text, so this batch drops it.
         batch.compressed = Default::default();
         true
     }

@@ -182,7 +182,7 @@ impl Worker {
             self.send(token, &Frame::ModerateAck(ack));
             return;
         }
-        // The origin knows only this relay's session, so the moderator's user is logged here.
+        // The origin sees only this relay's session, so the moderator's user is logged here.
         info!(
             conn = conn.id,
             user = conn.session.publisher(),

@@ -338,7 +338,7 @@ enum SessionEnd {
     Switch(Box<Connection>, usize, Vec<String>),
 }
 
-/// Longest wait, when leaving a fallback for the primary, for the acknowledgements of publishes
+/// Maximum wait, when leaving a fallback for the primary, for the acknowledgements of publishes
 /// and MODERATE frames already forwarded on the fallback.
 const RETURN_DRAIN: Duration = Duration::from_secs(2);
 
