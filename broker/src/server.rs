@@ -112,8 +112,8 @@ impl ByteBudget {
 }
 
 impl WorkerHandle {
-    /// Queues a batch for the worker unless its channel already contains `limits.worker_queue_bytes`
-    /// of batches, and returns whether it was queued. In place of a batch that does not fit,
+    /// Queues a batch for the worker unless its channel already contains
+    /// `limits.worker_queue_bytes` of batches, and returns whether it was queued. In place of a batch that does not fit,
     /// the worker gets [`WorkerMsg::MissedBatch`], which moves its subscribers of the topic to
     /// catch-up from the log or the cache. A batch always fits an empty channel.
     pub(crate) fn send_batch(&self, topic: Arc<TopicState>, batch: Batch) -> bool {
