@@ -42,6 +42,9 @@ start_chorusd() {
     fi
 }
 
+# Prints the user and system clock ticks that PID has used so far.
+cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+
 # Prints the machine and the moment, for the record of a run.
 machine_record() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"

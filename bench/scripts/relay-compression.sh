@@ -60,9 +60,6 @@ fi
 bin="$repo/target/release"
 mkdir -p "$out"
 
-# Prints the user and system clock ticks that PID has used so far.
-cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
-
 # Starts chorusd with the configuration file CONFIG, logging to LOG, and prints its PID.
 start_node() {
     local config=$1 logfile=$2 port=$3

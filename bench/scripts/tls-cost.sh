@@ -63,9 +63,6 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$pki/san.cnf"
 openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
     -CAcreateserial -days 2 -extfile "$pki/san.cnf" -out "$pki/server.crt" 2>/dev/null
 
-# Prints the user and system clock ticks that PID has used so far.
-cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
-
 # Runs one replay in MODE (plain or tls) against a fresh chorusd; appends a line to the table.
 run_once() {
     local mode=$1 run=$2 dir="$work/$1-$2"
